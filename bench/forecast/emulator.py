@@ -1,0 +1,130 @@
+"""The built-in forecast model: a small residual CNN with FengWu's contract.
+
+Two normalised frames (t − 6 h, t) plus two static latitude features go in; the network
+predicts the 6-hour increment in units of its per-channel standard deviation s_c:
+
+    x_{t+6h} = x_t + s ⊙ f_θ([x_{t−6h}, x_t, sin φ, cos φ])
+
+The output layer starts at zero, so an untrained emulator is persistence. Convolutions see the
+sphere: longitude wraps around (circular padding) and a row beyond a pole is the row next to
+it shifted by 180° of longitude (the grid point you reach by walking over the pole).
+Training is in emulator_train.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.forecast.base import ForecastModel
+from bench.state import StateSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class EmulatorConfig:
+    """Architecture and training settings of the emulator (the cache key, with the world).
+
+    Attributes:
+        width: channels of the hidden layers.
+        blocks: residual blocks (two 3×3 convolutions each).
+        history: input frames (FengWu: 2).
+        steps: optimiser steps; fixed (not a time budget) so training is reproducible.
+        batch_size: samples per step.
+        learning_rate: peak AdamW learning rate (cosine decay to 0 after a short warm-up).
+        weight_decay: AdamW weight decay.
+        rollout_weight: weight of a second, autoregressive 6-h step in the loss (0 disables);
+            it teaches the model to forecast from its own output, which errors grow on.
+        rollout_start: fraction of the steps after which that second step is added (it costs
+            1.5× per step, so it is spent where it matters, at the end).
+        seed: seeds initialisation and batch sampling.
+    """
+
+    width: int = 64
+    blocks: int = 4
+    history: int = 2
+    steps: int = 1200
+    batch_size: int = 8
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    rollout_weight: float = 0.5
+    rollout_start: float = 0.7
+    seed: int = 0
+
+
+def sphere_pad(x: torch.Tensor, n: int) -> torch.Tensor:
+    """Pad (..., H, W) by ``n`` on each side: circular in longitude, across the poles in latitude.
+
+    Requires an even W (the 180° shift is W/2 columns) and latitudes that do not include the
+    poles twice; on a Gaussian grid the row beyond the first row is the first row seen from the
+    other side of the pole.
+    """
+    w = x.shape[-1]
+    north = torch.roll(x[..., :n, :].flip(-2), w // 2, dims=-1)
+    south = torch.roll(x[..., -n:, :].flip(-2), w // 2, dims=-1)
+    x = torch.cat([north, x, south], dim=-2)
+    return F.pad(x, (n, n, 0, 0), mode="circular")
+
+
+class SphereConv(nn.Conv2d):
+    """3×3 convolution with sphere_pad instead of zero padding."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__(cin, cout, kernel_size=3, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(sphere_pad(x, 1))
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = SphereConv(width, width)
+        self.conv2 = SphereConv(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
+
+
+class EmulatorNet(nn.Module):
+    """f_θ: (B, history, C, H, W) -> the next frame (B, C, H, W), all normalised.
+
+    Buffers: ``increment_std`` (C,) the per-channel std of 6-h increments (normalised units),
+    ``latitude_features`` (1, 2, H, W) sin φ and cos φ.
+    """
+
+    def __init__(self, channels: int, lat_deg: np.ndarray, nlon: int, cfg: EmulatorConfig):
+        super().__init__()
+        self.history = cfg.history
+        phi = torch.deg2rad(torch.as_tensor(np.array(lat_deg), dtype=torch.float32))
+        features = torch.stack([phi.sin(), phi.cos()])[:, :, None].expand(2, len(phi), nlon)
+        self.register_buffer("latitude_features", features[None].clone())
+        self.register_buffer("increment_std", torch.ones(channels))
+        self.encode = SphereConv(cfg.history * channels + 2, cfg.width)
+        self.blocks = nn.Sequential(*[ResidualBlock(cfg.width) for _ in range(cfg.blocks)])
+        self.decode = nn.Conv2d(cfg.width, channels, kernel_size=1)
+        nn.init.zeros_(self.decode.weight)  # start as persistence
+        nn.init.zeros_(self.decode.bias)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b = frames.shape[0]
+        inputs = torch.cat(
+            [frames.flatten(1, 2), self.latitude_features.expand(b, -1, -1, -1)], dim=1)
+        increment = self.decode(F.gelu(self.blocks(self.encode(inputs))))
+        return frames[:, -1] + self.increment_std[:, None, None] * increment
+
+
+class Emulator(ForecastModel):
+    """The trained EmulatorNet behind the ForecastModel contract."""
+
+    def __init__(self, net: EmulatorNet, spec: StateSpec, device: str | torch.device = "cpu"):
+        self.spec = spec
+        self.history = net.history
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+
+    def _step(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)

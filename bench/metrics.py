@@ -1,0 +1,70 @@
+"""Latitude-weighted skill scores, WeatherBench2 conventions.
+
+Weights are cell areas w_i ∝ sin φ_{i+½} − sin φ_{i−½}, normalised to mean 1 over latitude
+(``StateSpec.latitude_weights``). For fields e = forecast − truth of shape (..., C, H, W):
+
+    MSE_c  = mean_{h,w} w_h e²                          (per channel, per time)
+    RMSE_c = sqrt(mean_t MSE_c(t))                      (time mean *before* the square root)
+    bias_c = mean_t mean_{h,w} w_h e
+    ACC_c  = mean_t Σ w f'a' / sqrt(Σ w f'² Σ w a'²)    with anomalies f', a' from a climatology
+
+All functions take torch tensors in the same units (physical or normalised, the caller's choice)
+and return per-channel tensors of shape (C,) (or (T, C) for the ``*_per_time`` variants).
+This module knows nothing of methods (DESIGN.md §2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _weights(lat_weights: np.ndarray | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    w = torch.as_tensor(np.asarray(lat_weights), dtype=like.dtype, device=like.device)
+    if w.ndim != 1 or w.shape[0] != like.shape[-2]:
+        raise ValueError(
+            f"latitude weights have shape {tuple(w.shape)}, expected ({like.shape[-2]},) to match "
+            f"the fields' latitude axis (shape {tuple(like.shape)})"
+        )
+    return w[:, None]
+
+
+def _as_time_batch(x: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> (1, C, H, W); (..., C, H, W) -> (T, C, H, W) flattening leading dims."""
+    if x.ndim < 3:
+        raise ValueError(f"expected fields (..., C, H, W), got shape {tuple(x.shape)}")
+    return x.reshape(-1, *x.shape[-3:])
+
+
+def mse_per_time(forecast: torch.Tensor, truth: torch.Tensor, lat_weights) -> torch.Tensor:
+    """Latitude-weighted spatial MSE: (..., C, H, W) -> (T, C)."""
+    if forecast.shape != truth.shape:
+        raise ValueError(f"forecast {tuple(forecast.shape)} and truth {tuple(truth.shape)} differ")
+    err = _as_time_batch(forecast - truth)
+    return (_weights(lat_weights, err) * err**2).mean(dim=(-2, -1))
+
+
+def rmse(forecast: torch.Tensor, truth: torch.Tensor, lat_weights) -> torch.Tensor:
+    """sqrt of the time-mean latitude-weighted MSE: (..., C, H, W) -> (C,)."""
+    return mse_per_time(forecast, truth, lat_weights).mean(dim=0).sqrt()
+
+
+def bias(forecast: torch.Tensor, truth: torch.Tensor, lat_weights) -> torch.Tensor:
+    """Time- and area-mean of forecast − truth: (..., C, H, W) -> (C,)."""
+    err = _as_time_batch(forecast - truth)
+    return (_weights(lat_weights, err) * err).mean(dim=(-2, -1)).mean(dim=0)
+
+
+def acc(
+    forecast: torch.Tensor, truth: torch.Tensor, climatology: torch.Tensor, lat_weights
+) -> torch.Tensor:
+    """Anomaly correlation coefficient, time-mean of per-time ACC: -> (C,).
+
+    ``climatology`` is (C, H, W) or broadcastable to the fields.
+    """
+    f = _as_time_batch(forecast - climatology)
+    a = _as_time_batch(truth - climatology)
+    w = _weights(lat_weights, f)
+    num = (w * f * a).sum(dim=(-2, -1))
+    den = torch.sqrt((w * f**2).sum(dim=(-2, -1)) * (w * a**2).sum(dim=(-2, -1)))
+    return (num / den).mean(dim=0)

@@ -1,0 +1,122 @@
+"""Background-error samples from the training period: the material methods learn B from.
+
+Two kinds, both in normalised units, shape (N, C, H, W), one sample per start:
+
+    nmc                   ε_i = M_{48h}(x_{i−1}, x_i) − M_{24h}(x_{j−1}, x_j),  j = i + 24 h
+                          (Parrish & Derber 1992: two forecasts valid at the same time i + 48 h;
+                          the lead pair is configurable)
+    truth_minus_forecast  ε_i = x_{i+L} − M_L(x_{i−1}, x_i)     (L = ``lead_hours``)
+
+Starts are taken every ``start_stride`` frames of the training period (4 = one a day), so that no
+sample reads past the end of that period. Samples are cached in
+``$ASSIMBENCH_CACHE/samples/<world>-<hash>/`` keyed by the settings, the world and the forecast
+model's cache key; they are only ever computed from the training period.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bench import cache
+from bench.forecast.base import STEP_HOURS, ForecastModel
+
+KINDS = ("nmc", "truth_minus_forecast")
+SAMPLES_FILE = "samples.npy"
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSettings:
+    """Which samples to make.
+
+    Attributes:
+        kind: "nmc" or "truth_minus_forecast".
+        long_hours, short_hours: the NMC lead pair (48 h − 24 h by default).
+        lead_hours: the forecast lead of truth − forecast samples.
+        start_stride: frames between starts (4 = daily).
+        batch_size: starts forecast together.
+    """
+
+    kind: str = "nmc"
+    long_hours: int = 48
+    short_hours: int = 24
+    lead_hours: int = 24
+    start_stride: int = 4
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown sample kind {self.kind!r}; valid kinds are {KINDS}")
+        for name in ("long_hours", "short_hours", "lead_hours"):
+            value = getattr(self, name)
+            if value <= 0 or value % STEP_HOURS:
+                raise ValueError(f"{name}={value} must be a positive multiple of {STEP_HOURS} h")
+        if self.long_hours <= self.short_hours:
+            raise ValueError(
+                f"NMC needs long_hours > short_hours, got {self.long_hours} and {self.short_hours}")
+
+
+def _forecast(model: ForecastModel, truth: torch.Tensor, starts: list[int], steps: int):
+    """Forecasts of ``steps`` 6-h steps from each start i (frames i−history+1 .. i): (S, C, H, W)."""
+    frames = torch.stack([truth[i - model.history + 1: i + 1] for i in starts]).to(model.device)
+    return model.rollout(frames, steps)[:, -1].cpu()
+
+
+def make_samples(
+    model: ForecastModel, truth: torch.Tensor, settings: SampleSettings, progress: bool = True
+) -> torch.Tensor:
+    """Background-error samples (N, C, H, W) from a training trajectory ``truth`` (T, C, H, W)."""
+    if settings.kind == "nmc":
+        long_steps = settings.long_hours // STEP_HOURS
+        offset = (settings.long_hours - settings.short_hours) // STEP_HOURS
+        span = long_steps
+    else:
+        long_steps = settings.lead_hours // STEP_HOURS
+        offset, span = 0, long_steps
+    starts = list(range(model.history - 1, truth.shape[0] - span, settings.start_stride))
+    if not starts:
+        raise ValueError(
+            f"{settings.kind} samples need more than {span + model.history} frames, "
+            f"got {truth.shape[0]}")
+    out = []
+    batches = range(0, len(starts), settings.batch_size)
+    for k in tqdm(batches, desc=f"{settings.kind} samples", disable=not progress):
+        chunk = starts[k: k + settings.batch_size]
+        first = _forecast(model, truth, chunk, long_steps)
+        if settings.kind == "nmc":
+            second = _forecast(model, truth, [i + offset for i in chunk], long_steps - offset)
+        else:
+            second = torch.stack([truth[i + long_steps] for i in chunk])
+            first, second = second, first  # truth − forecast
+        out.append(first - second)
+    return torch.cat(out)
+
+
+def samples_entry(world, model_key: str, settings: SampleSettings):
+    key = {"settings": dataclasses.asdict(settings), "world": cache.config_hash(world.card),
+           "model": model_key}
+    return cache.entry_dir("samples", world.name, key)
+
+
+def load_or_make_samples(
+    world, model: ForecastModel, model_key: str, settings: SampleSettings, progress: bool = True
+) -> torch.Tensor:
+    """Cached samples for (world, model, settings), computed from the training period if absent.
+
+    ``model_key`` identifies the forecast model's weights (e.g. its cache entry name).
+    """
+    entry = samples_entry(world, model_key, settings)
+    if cache.read_marker(entry) is None:
+        cache.clear(entry)
+        truth = world.spec.to_tensor(world.period("train").load())
+        samples = make_samples(model, truth, settings, progress=progress)
+        entry.mkdir(parents=True, exist_ok=True)
+        np.save(entry / SAMPLES_FILE, samples.numpy())
+        cache.write_marker(entry, {
+            "settings": dataclasses.asdict(settings), "world": world.name, "model": model_key,
+            "count": samples.shape[0],
+        })
+    return torch.from_numpy(np.load(entry / SAMPLES_FILE))
