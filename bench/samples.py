@@ -60,7 +60,7 @@ class SampleSettings:
 
 
 def _forecast(model: ForecastModel, truth: torch.Tensor, starts: list[int], steps: int):
-    """Forecasts of ``steps`` 6-h steps from each start i (frames i−history+1 .. i): (S, C, H, W)."""
+    """``steps``-step forecasts from each start i (frames i−history+1 .. i): (S, C, H, W)."""
     frames = torch.stack([truth[i - model.history + 1: i + 1] for i in starts]).to(model.device)
     return model.rollout(frames, steps)[:, -1].cpu()
 

@@ -20,6 +20,17 @@ from bench.state import StateSpec
 STEP_HOURS = 6
 
 
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same; "cuda" without an index means the current CUDA device."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+    current = torch.cuda.current_device() if torch.cuda.is_available() else 0
+    return (a.index if a.index is not None else current) == \
+        (b.index if b.index is not None else current)
+
+
 class ForecastModel(abc.ABC):
     """A 6-hourly autoregressive forecast model.
 
@@ -39,9 +50,9 @@ class ForecastModel(abc.ABC):
 
     @torch.no_grad()
     def step(self, frames: torch.Tensor) -> torch.Tensor:
-        """One 6-hour step: (B, history, C, H, W) normalised -> (B, C, H, W) normalised."""
+        """One 6-hour step: (B, history, C, H, W) normalised -> (B, C, H, W) normalised float32."""
         self.check_frames(frames)
-        return self._step(frames)
+        return self._step(frames.to(torch.float32))
 
     @torch.no_grad()
     def rollout(self, frames: torch.Tensor, n: int) -> torch.Tensor:
@@ -49,6 +60,7 @@ class ForecastModel(abc.ABC):
         if n < 1:
             raise ValueError(f"rollout needs n >= 1 steps, got n={n}")
         self.check_frames(frames)
+        frames = frames.to(torch.float32)
         out = []
         for _ in range(n):
             nxt = self._step(frames)
@@ -64,7 +76,9 @@ class ForecastModel(abc.ABC):
                 f"(B, {', '.join(map(str, expected))}) = (batch, history, channels, lat, lon), "
                 f"got {tuple(frames.shape)}"
             )
-        if frames.device != self.device:
+        if not frames.is_floating_point():
+            raise ValueError(f"frames must be floating point (float32), got {frames.dtype}")
+        if not same_device(frames.device, self.device):
             raise ValueError(
                 f"frames are on {frames.device} but the model runs on {self.device}; "
                 f"move them with .to({str(self.device)!r})"

@@ -120,8 +120,10 @@ class EmulatorNet(nn.Module):
 class Emulator(ForecastModel):
     """The trained EmulatorNet behind the ForecastModel contract."""
 
-    def __init__(self, net: EmulatorNet, spec: StateSpec, device: str | torch.device = "cpu"):
+    def __init__(self, net: EmulatorNet, spec: StateSpec, device: str | torch.device = "cpu",
+                 config: EmulatorConfig | None = None):
         self.spec = spec
+        self.config = config
         self.history = net.history
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()

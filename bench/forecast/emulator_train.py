@@ -80,8 +80,8 @@ def train_emulator(
         opt.step()
         sched.step()
         if step % 50 == 0 or step == cfg.steps - 1:
-            losses.append((step, float(loss)))
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            losses.append((step, loss.item()))
+            bar.set_postfix(loss=f"{losses[-1][1]:.4f}")
     net.eval()
     log = {
         "losses": losses,
@@ -120,9 +120,10 @@ def load_or_train(
     net = EmulatorNet(len(spec.channels), spec.lat, spec.lon.size, cfg)
     try:
         net.load_state_dict(torch.load(entry / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    except (FileNotFoundError, RuntimeError) as err:
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is a damaged cache
         raise cache.CacheError(
-            f"emulator cache {entry} is damaged ({err}); run "
+            f"emulator cache {entry} is damaged ({type(err).__name__}: "
+            f"{str(err).splitlines()[0][:120]}); run "
             f"`python -m bench train emulator --retrain` to rebuild it"
         ) from None
-    return Emulator(net, spec, device), marker
+    return Emulator(net, spec, device, config=cfg), marker

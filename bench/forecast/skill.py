@@ -51,7 +51,7 @@ def lead_time_rmse(
         forecasts.append(model.rollout(frames, n).cpu())
     forecast = torch.cat(forecasts)  # (S, n, C, H, W)
     weights = spec.latitude_weights()
-    std = torch.as_tensor(spec.std, dtype=torch.float64)
+    std = torch.tensor(spec.std, dtype=torch.float64)
     names = channels or spec.names
     idx = spec.indices(names)
     rows = []

@@ -1,0 +1,33 @@
+"""The command line: listing worlds and clear one-line errors with exit code 2."""
+
+import subprocess
+import sys
+
+from bench.cli import main
+
+
+def test_worlds_lists_every_card(capsys):
+    assert main(["worlds"]) == 0
+    out = capsys.readouterr().out
+    assert "heldsuarez-5.625" in out and "era5-wb2" in out
+    assert "legendre-gauss 32x64" in out
+
+
+def test_unknown_world_is_one_line_and_exit_code_2(capsys, isolated_cache):
+    assert main(["prepare", "--world", "mars"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert "unknown world 'mars'" in err and "heldsuarez-5.625" in err
+    assert not isolated_cache.exists(), "bad input must write nothing"
+
+
+def test_bad_steps_is_exit_code_2(capsys, isolated_cache):
+    assert main(["train", "emulator", "--steps", "0"]) == 2
+    assert "--steps" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    proc = subprocess.run([sys.executable, "-m", "bench", "prepare", "--world", "nope"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: unknown world 'nope'")
