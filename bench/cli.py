@@ -10,10 +10,20 @@ from __future__ import annotations
 import argparse
 import sys
 import textwrap
+from pathlib import Path
+
+from bench.tables import HEADLINE
 
 
 class UsageError(Exception):
     """Bad input from the user: reported as one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line naming the problem (no usage dump), exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
 def _cmd_worlds(args: argparse.Namespace) -> int:
@@ -50,7 +60,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-HEADLINE = ("z500", "t850", "u850", "t2m", "q700", "msl", "u10")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -123,8 +132,97 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     return 0
 
 
+def _comma_list(kind, flag):
+    def parse(text: str):
+        try:
+            values = tuple(kind(v) for v in text.split(",") if v.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{flag} takes a comma list of {kind.__name__}s, e.g. {flag} "
+                f"{'0.01,0.05' if kind is float else '0,1' if kind is int else 'none,interp'}; "
+                f"got {text!r}") from None
+        return values
+    return parse
+
+
+def run_config(args: argparse.Namespace):
+    """The RunConfig a ``run`` command line describes (every flag maps to one field)."""
+    from bench.config import CycleSettings, ForecastSettings, RunConfig
+
+    return RunConfig(
+        world=args.world, era5_path=args.era5_path,
+        forecast=ForecastSettings(kind=args.model, fengwu_onnx=args.fengwu_onnx,
+                                  fengwu_mean=args.fengwu_mean, fengwu_std=args.fengwu_std,
+                                  emulator_steps=args.emulator_steps),
+        methods=args.methods, densities=args.density, seeds=args.seeds,
+        obs_sampling=args.obs_sampling, obs_noise=args.obs_noise, obs_redraw=not args.obs_fixed,
+        cycle=CycleSettings(days=args.days, first_lead_hours=args.first_lead, start=args.start,
+                            spinup_cycles=args.spinup_cycles,
+                            divergence_factor=args.divergence_factor,
+                            forecast_every=args.forecast_every,
+                            forecast_hours=args.forecast_hours),
+        device=args.device, threads=args.threads,
+    )
+
+
+def _report(ds, out, command: str) -> None:
+    from bench.plots import write_figures
+    from bench.tables import format_skill_for_terminal, write_tables
+
+    paths = write_tables(ds, out, command)
+    paths += write_figures(ds, out)
+    print(format_skill_for_terminal(ds))
+    print(f"wrote {len(paths)} tables and figures under {out}")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench import runner
+    from bench.store import command_line
+    from bench.worlds import UnknownWorldError
+    from methods import UnknownMethodError
+
+    cfg = run_config(args)
+    command = command_line()
+    try:
+        runner.preflight(cfg)
+        runner.check_output(Path(args.out), cfg, args.resume)
+    except (ValueError, UnknownWorldError, UnknownMethodError) as err:
+        raise UsageError(str(err)) from None
+    try:
+        ds = runner.run(cfg, args.out, resume=args.resume, progress=not args.quiet,
+                        command=command)
+    except ValueError as err:  # bad input discovered while setting up (ERA5 store, FengWu graph)
+        raise UsageError(str(err)) from None
+    _report(ds, Path(args.out), command)
+    return 0 if all(str(s) == "ok" for s in ds["status"].values.ravel()) else 1
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from methods import METHODS
+
+    for name, cls in METHODS.items():
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name:>8}  {cls.__name__}: {doc}")
+        print(f"{'':>10}settings: {cls().config()}")
+    return 0
+
+
+def _cmd_tables(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from bench.store import command_line
+
+    path = Path(args.run) / "metrics.nc"
+    if not path.exists():
+        raise UsageError(f"{path} does not exist; give the folder of a finished run "
+                         f"(python -m bench run … --out FOLDER)")
+    ds = xr.load_dataset(path)
+    _report(ds, Path(args.run), ds.attrs.get("command", command_line()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m bench",
         description="assimbench: compare data-assimilation methods on identical forecast cycles.",
     )
@@ -157,6 +255,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_samples)
+
+    p = sub.add_parser("run", help="cycle methods through identical forecast cycles")
+    p.add_argument("--methods", type=_comma_list(str, "--methods"), default=("none",),
+                   help="comma list of methods (see `methods`), e.g. none,interp")
+    p.add_argument("--density", type=_comma_list(float, "--density"), default=(0.01,),
+                   help="comma list of observed fractions of grid points in (0, 1]")
+    p.add_argument("--seeds", type=_comma_list(int, "--seeds"), default=(0,),
+                   help="comma list of seeds (observations, stochastic methods)")
+    p.add_argument("--days", type=float, default=15.0, help="days of 6-hourly cycles")
+    p.add_argument("--world", default="heldsuarez-5.625", help="world name (see `worlds`)")
+    p.add_argument("--era5-path", default=None, help="ERA5 store in WeatherBench2 layout")
+    p.add_argument("--model", default="emulator", help="forecast model: emulator or fengwu")
+    p.add_argument("--fengwu-onnx", default=None, help="FengWu release: the .onnx graph")
+    p.add_argument("--fengwu-mean", default=None, help="FengWu release: data_mean.npy")
+    p.add_argument("--fengwu-std", default=None, help="FengWu release: data_std.npy")
+    p.add_argument("--emulator-steps", type=int, default=None, help="emulator training steps")
+    p.add_argument("--obs-sampling", default="columns", help="columns or elements")
+    p.add_argument("--obs-noise", type=float, default=0.01,
+                   help="obs error std / climatological std (0 = noise-free)")
+    p.add_argument("--obs-fixed", action="store_true", help="same locations every cycle")
+    p.add_argument("--first-lead", type=int, default=48, help="lead (h) of the first background")
+    p.add_argument("--start", default=None, help="valid time of the first analysis (ISO)")
+    p.add_argument("--spinup-cycles", type=int, default=8, help="cycles left out of tables")
+    p.add_argument("--divergence-factor", type=float, default=3.0,
+                   help="diverged when analysis RMSE > this x climatology's")
+    p.add_argument("--forecast-every", type=int, default=0,
+                   help="free forecasts from the analysis every N cycles (0: none)")
+    p.add_argument("--forecast-hours", type=int, default=120, help="length of free forecasts")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    p.add_argument("--out", default="results/run", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("tables", help="regenerate tables and figures from a run's metrics.nc")
+    p.add_argument("run", help="the run folder")
+    p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser("methods", help="list the registered methods and their settings")
+    p.set_defaults(func=_cmd_methods)
     return parser
 
 

@@ -10,8 +10,12 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def command_line() -> str:
@@ -26,6 +30,29 @@ def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` atomically, creating its folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # newline="" so the bytes do not depend on the platform: regenerated tables stay identical.
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
+    """Save a matplotlib figure to ``path`` atomically; the format is the file's suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    # The temporary name hides the suffix from matplotlib, so name the format explicitly.
+    fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
 
 
 def write_table(
@@ -44,3 +71,37 @@ def write_table(
     _atomic_write(paths[1], f"# {command}\n" + table.to_csv(index=False))
     _atomic_write(paths[2], f"% {command}\n" + table.to_latex(index=False, float_format="%.4g"))
     return paths
+
+
+# ----------------------------------------------------------------------------- run directories
+def write_json(path: str | Path, text: str) -> Path:
+    """Write a JSON text atomically (config.json)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, text if text.endswith("\n") else text + "\n")
+    return path
+
+
+def write_dataset(ds, path: str | Path) -> Path:
+    """Write an xarray Dataset as netCDF atomically: a killed run never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    ds.to_netcdf(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(table: pd.DataFrame, path: str | Path, command: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_write(path, f"# {command}\n" + table.to_csv(index=False))
+    return path
+
+
+def append_log(path: str | Path, line: str) -> None:
+    """Append one line to log.txt (appending a line is atomic enough for a log)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(line.rstrip("\n") + "\n")

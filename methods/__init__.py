@@ -1,0 +1,33 @@
+"""Assimilation methods behind one interface (methods/base.py) and their registry.
+
+``METHODS`` maps the CLI name (also the ``method`` coordinate of the results) to the class.
+Adding a method: write ``methods/<name>.py`` (or a package) with a frozen dataclass subclassing
+``Assimilator`` and add one line here.
+"""
+
+from __future__ import annotations
+
+from methods.base import Assimilator, Background, NoAssimilation, Observations, TrainingContext
+from methods.interp import Interpolation
+
+METHODS: dict[str, type[Assimilator]] = {
+    "none": NoAssimilation,
+    "interp": Interpolation,
+}
+
+
+class UnknownMethodError(ValueError):
+    """The requested method is not registered."""
+
+
+def get_method(name: str) -> type[Assimilator]:
+    """The class registered as ``name``; an error listing the valid names otherwise."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UnknownMethodError(
+            f"unknown method {name!r}; valid methods are: {', '.join(METHODS)}") from None
+
+
+__all__ = ["METHODS", "Assimilator", "Background", "NoAssimilation", "Observations",
+           "TrainingContext", "UnknownMethodError", "get_method"]

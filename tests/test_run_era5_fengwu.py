@@ -1,0 +1,77 @@
+"""The real-data path end to end: `python -m bench run --world era5-wb2 --model fengwu …` on a
+tiny WeatherBench2-schema store and a tiny ONNX graph with FengWu's contract, both written here."""
+
+import re
+import tomllib
+
+import numpy as np
+import pytest
+import xarray as xr
+from tiny_onnx import export_tiny
+from wb2_store import LATS, LONS, write_store
+
+from bench.cli import main
+from bench.worlds import cards_dir, load_world
+
+
+@pytest.fixture
+def era5_fengwu(tmp_path, monkeypatch, isolated_cache):
+    store = tmp_path / "era5.zarr"
+    write_store(store, n_times=44, start="2018-01-01T00:00")
+    # the shipped card with periods that fit the tiny store: train 16 frames, valid 8, test 20
+    text = (cards_dir() / "era5-wb2.toml").read_text()
+    for name, start, end in (("train", "2018-01-01", "2018-01-05"),
+                             ("valid", "2018-01-05", "2018-01-07"),
+                             ("test", "2018-01-07", "2018-01-12")):
+        text, n = re.subn(rf'(\[periods\.{name}\]\nstart = )"[^"]+"\nend = "[^"]+"',
+                          rf'\1"{start}T00:00"\nend = "{end}T00:00"', text)
+        assert n == 1, name
+    text = re.sub(r"time_stride = \d+", "time_stride = 1", text)
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "era5-wb2.toml").write_text(text)
+    assert tomllib.loads(text)["periods"]["test"]["end"] == "2018-01-12T00:00"
+    monkeypatch.setenv("ASSIMBENCH_DATASETS", str(cards))
+    release = tmp_path / "fengwu"
+    release.mkdir()
+    onnx = export_tiny(release / "fengwu.onnx", grid=(len(LATS), len(LONS)))
+    # release statistics near the store's own (as FengWu's are near ERA5's), not equal to them,
+    # so the two normalisations really differ
+    spec = load_world("era5-wb2", path=store).spec
+    np.save(release / "data_mean.npy", spec.mean + 0.1 * spec.std)
+    np.save(release / "data_std.npy", spec.std * 1.2)
+    return store, onnx, release, tmp_path
+
+
+def test_run_era5_with_fengwu_end_to_end(era5_fengwu, capsys):
+    store, onnx, release, tmp = era5_fengwu
+    out = tmp / "run"
+    code = main([
+        "run", "--world", "era5-wb2", "--era5-path", str(store), "--model", "fengwu",
+        "--fengwu-onnx", str(onnx), "--fengwu-mean", str(release / "data_mean.npy"),
+        "--fengwu-std", str(release / "data_std.npy"), "--methods", "none,interp",
+        "--density", "0.2", "--days", "2", "--first-lead", "12", "--spinup-cycles", "2",
+        "--divergence-factor", "1000", "--device", "cpu", "--out", str(out), "-q",
+    ])
+    assert code == 0, capsys.readouterr()
+    ds = xr.load_dataset(out / "metrics.nc")
+    assert ds.sizes["cycle"] == 8 and ds.sizes["channel"] == 69
+    assert set(ds["method"].values) == {"none", "interp"}
+    assert np.isfinite(ds["rmse"].values).all()
+    assert "fengwu" in ds.attrs["model"]
+    # interp uses the observations: its analysis error is below its background error
+    interp = ds["rmse"].sel({"method": "interp", "density": 0.2, "seed": 0})
+    assert (interp.sel(phase="analysis") < interp.sel(phase="background")).mean() > 0.9
+    for name in ("skill.md", "skill.tex", "skill.csv", "timing.md"):
+        assert (out / "tables" / name).exists(), name
+
+
+def test_missing_onnx_file_is_one_line_exit_2_nothing_written(era5_fengwu, capsys):
+    store, onnx, release, tmp = era5_fengwu
+    code = main(["run", "--world", "era5-wb2", "--era5-path", str(store), "--model", "fengwu",
+                 "--fengwu-onnx", str(tmp / "missing.onnx"),
+                 "--fengwu-mean", str(release / "data_mean.npy"),
+                 "--fengwu-std", str(release / "data_std.npy"), "--out", str(tmp / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "missing.onnx" in err and err.count("\n") == 0
+    assert not (tmp / "run").exists()

@@ -1,0 +1,82 @@
+"""The grid runner: results layout, identical observations, resume, config checks."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+from forecast_fixtures import InMemoryWorld, advected_trajectory, small_spec
+
+from bench import runner
+from bench.config import CycleSettings, RunConfig
+from bench.cycle import TruthWindow, first_background
+from bench.forecast.persistence import Persistence
+
+CFG = RunConfig(world="tiny", methods=("none",), densities=(0.05, 0.2), seeds=(0, 1),
+                cycle=CycleSettings(days=2, first_lead_hours=12, spinup_cycles=2))
+
+
+def prepared(cfg=CFG):
+    spec = small_spec()
+    world = InMemoryWorld(spec, advected_trajectory(spec, 160, seed=0))
+    world.period = lambda name, base=world.period: base("valid" if name == "test" else name)
+    model = Persistence(spec)
+    truth = TruthWindow(world.period("test"), spec, torch.device("cpu"))
+    start = first_background(model, truth, cfg.cycle)
+    clim = spec.to_tensor(world.period("train")).mean(0)
+    return runner.Setup(world, model, "persistence", truth, start, clim, torch.device("cpu"))
+
+
+def test_run_writes_the_layout_and_metrics_schema(tmp_path):
+    out = tmp_path / "run"
+    ds = runner.run(CFG, out, progress=False, prepared=prepared(), command="test")
+    assert (out / "config.json").exists() and (out / "metrics.nc").exists()
+    assert (out / "timing.csv").exists() and (out / "log.txt").exists()
+    assert len(list((out / "cells").glob("*.nc"))) == 4
+    assert ds["rmse"].dims == ("method", "density", "seed", "cycle", "phase", "channel")
+    assert list(ds["phase"].values) == ["background", "analysis"]
+    assert ds.sizes["cycle"] == 8 and (ds["status"] == "ok").all()
+    # no assimilation: analysis error equals background error
+    np.testing.assert_array_equal(ds["rmse"].sel(phase="analysis"),
+                                  ds["rmse"].sel(phase="background"))
+    # the time-lagged start is identical for every cell
+    first = ds["rmse"].isel(cycle=0).sel(phase="background")
+    assert float(np.ptp(first.values, axis=(0, 1, 2)).max()) == 0.0
+    # more observations at higher density
+    assert (ds["n_points"].sel(density=0.2) > ds["n_points"].sel(density=0.05)).all()
+    on_disk = xr.load_dataset(out / "metrics.nc")
+    xr.testing.assert_identical(on_disk.drop_attrs(), ds.drop_attrs())
+    assert json.loads((out / "config.json").read_text())["densities"] == [0.05, 0.2]
+
+
+def test_resume_reuses_finished_cells_and_matches_an_uninterrupted_run(tmp_path):
+    whole = runner.run(CFG, tmp_path / "a", progress=False, prepared=prepared())
+    out = tmp_path / "b"
+    runner.run(CFG, out, progress=False, prepared=prepared())
+    # simulate a run killed after three cells
+    (out / "cells" / "none__0.2__1.nc").unlink()
+    (out / "metrics.nc").unlink()
+    kept = (out / "cells" / "none__0.05__0.nc").stat().st_mtime_ns
+    resumed = runner.run(CFG, out, resume=True, progress=False, prepared=prepared())
+    assert (out / "cells" / "none__0.05__0.nc").stat().st_mtime_ns == kept
+    for name in ("rmse", "bias", "acc", "n_obs", "n_points"):
+        xr.testing.assert_identical(resumed[name], whole[name])
+
+
+def test_existing_run_needs_resume_and_the_same_config(tmp_path):
+    out = tmp_path / "run"
+    runner.run(CFG, out, progress=False, prepared=prepared())
+    with pytest.raises(runner.RunError, match="--resume"):
+        runner.run(CFG, out, progress=False, prepared=prepared())
+    other = RunConfig(**{**CFG.__dict__, "obs_noise": 0.0})
+    with pytest.raises(runner.RunError, match=r"obs_noise \(0.01 -> 0.0\)"):
+        runner.run(other, out, resume=True, progress=False, prepared=prepared(other))
+
+
+def test_unwritable_output_is_refused_before_anything_is_written(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(runner.RunError, match="not a writable folder"):
+        runner.check_output(blocker / "run", CFG, resume=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
