@@ -87,7 +87,10 @@ def write_dataset(ds, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    ds.to_netcdf(tmp)
+    # compressed: metrics of a run are mostly smooth floats and NaN padding after divergence
+    encoding = {name: {"zlib": True, "complevel": 4} for name, var in ds.data_vars.items()
+                if var.dtype.kind in "fiu" and var.ndim > 0}
+    ds.to_netcdf(tmp, encoding=encoding)
     os.replace(tmp, path)
     return path
 

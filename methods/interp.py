@@ -10,14 +10,14 @@ grid with a Gaussian kernel of the great-circle distance,
 then adds the result. The pass-p kernel scale is L_p = L · pass_shrink^p (Barnes 1973: later
 passes fit the smaller scales the first pass smoothed away). Two normalisations of the weights:
 
-- ``"grid"`` (the default; Cressman 1959, Barnes 1964 applied to a background; Daley 1991,
+- ``"grid"`` (Cressman 1959, Barnes 1964 applied to a background; Daley 1991,
   ch. 3): a weighted mean of the innovations at each grid point, regularised by ε²,
       Δx_g = Σ_i w(r_gi) d_i / (Σ_i w(r_gi) + ε²),
   and Δx_g = 0 where no observation is within the cutoff (Σ_i w = 0 with ε² = 0: no small
   constant is added, the division is skipped). With ε² = 0 (the classic scheme) a lone
   observation shifts every grid point within the cutoff by its full innovation, and the
   increment drops to zero at the cutoff; ε² > 0 tapers it, Δx_g = w d / (w + ε²).
-- ``"observations"`` (Bratseth 1986): each observation's kernel is divided by the data density
+- ``"observations"`` (the default; Bratseth 1986): each observation's kernel is divided by the data density
   *at the observation*, M_i = Σ_j w(r_ij) + ε² (j: observations of the same channel, i itself
   included, so M_i ≥ 1),
       Δx_g = Σ_i w(r_gi) d_i / M_i.
@@ -87,7 +87,11 @@ class Interpolation(Assimilator):
         normalisation: "grid" (Cressman 1959: weighted mean of the innovations at each grid
             point) or "observations" (Bratseth 1986: each observation's kernel divided by the
             data density at the observation; a lone observation's increment decays as w(r)).
-            See the module docstring.
+            See the module docstring. "observations" is the default: in 5-day cycles on the
+            built-in world (none/interp at densities 0.01 and 0.05, L = 500 km) "grid" spread
+            each sparse innovation at full size out to the cutoff, the emulator amplified the
+            resulting jumps, and the cells diverged within 3 days; "observations" improved on
+            the background at every density tried.
     """
 
     length_scale_km: float = 500.0
@@ -95,7 +99,7 @@ class Interpolation(Assimilator):
     pass_shrink: float = 0.5
     cutoff_scales: float = 3.0
     smoothing: float = 0.0
-    normalisation: str = "grid"
+    normalisation: str = "observations"
 
     def __post_init__(self):
         checks = (
