@@ -18,8 +18,8 @@ passes fit the smaller scales the first pass smoothed away). Two normalisations 
   observation shifts every grid point within the cutoff by its full innovation, and the
   increment drops to zero at the cutoff; ε² > 0 tapers it, Δx_g = w d / (w + ε²).
 - ``"observations"`` (the default; Bratseth 1986): each observation's kernel is divided by the
-  data density *at the observation*, M_i = Σ_j w(r_ij) + ε² (j: observations of the same channel, i itself
-  included, so M_i ≥ 1),
+  data density *at the observation*, M_i = Σ_j w(r_ij) + ε² (j: observations of the same
+  channel, i itself included, so M_i ≥ 1),
       Δx_g = Σ_i w(r_gi) d_i / M_i.
   A lone observation gives Δx_g = w(r_g) d / (1 + ε²), the optimal-interpolation increment for
   a Gaussian background-error correlation and σ_o²/σ_b² = ε²; increments taper smoothly to zero
