@@ -31,3 +31,26 @@ def test_module_entry_point_runs():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: unknown world 'nope'")
+
+
+def test_run_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, isolated_cache):
+    out = tmp_path / "run"
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cases = [
+        (["--methods", "nosuch"], "unknown method 'nosuch'"),
+        (["--world", "mars"], "unknown world 'mars'"),
+        (["--density", "0"], "density 0.0 is outside (0, 1]"),
+        (["--density", "1.5"], "density 1.5 is outside (0, 1]"),
+        (["--days", "0"], "--days 0"),
+        (["--obs-noise", "-1"], "--obs-noise"),
+        (["--model", "fengwu"], "--fengwu-onnx"),
+        (["--out", str(blocker / "sub")], "not a writable folder"),
+    ]
+    for extra, expected in cases:
+        args = ["run", "--out", str(out), *extra] if "--out" not in extra else ["run", *extra]
+        assert main(args) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert expected in err, (extra, err)
+        assert err.count("\n") == 0, err
+    assert not out.exists() and not isolated_cache.exists()

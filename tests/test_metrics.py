@@ -34,3 +34,24 @@ def test_shape_errors_are_clear():
         metrics.rmse(torch.zeros(1, 4, 8), torch.zeros(1, 4, 8), np.ones(3))
     with pytest.raises(ValueError, match="differ"):
         metrics.rmse(torch.zeros(1, 4, 8), torch.zeros(2, 4, 8), np.ones(4))
+
+
+def test_rmse_agrees_with_xskillscore_weighted_rmse():
+    xr = pytest.importorskip("xarray")
+    xs = pytest.importorskip("xskillscore")
+    rng = np.random.default_rng(4)
+    lat = np.linspace(80, -80, 6)
+    w = np.cos(np.deg2rad(lat))
+    w = w / w.mean()
+    forecast = rng.normal(size=(5, 2, 6, 8))
+    truth = rng.normal(size=(5, 2, 6, 8))
+    dims = ("time", "channel", "lat", "lon")
+    f, t = xr.DataArray(forecast, dims=dims), xr.DataArray(truth, dims=dims)
+    weights = xr.DataArray(w, dims="lat").broadcast_like(f.isel(time=0, channel=0))
+    per_time = xs.rmse(f, t, dim=["lat", "lon"], weights=weights)  # (time, channel)
+    ours = metrics.mse_per_time(torch.from_numpy(forecast), torch.from_numpy(truth), w).sqrt()
+    np.testing.assert_allclose(ours.numpy(), per_time.values, rtol=1e-12)
+    # and the time aggregation: sqrt of the mean MSE
+    np.testing.assert_allclose(metrics.rmse(torch.from_numpy(forecast), torch.from_numpy(truth),
+                                            w).numpy(),
+                               np.sqrt((per_time.values**2).mean(axis=0)), rtol=1e-12)
