@@ -81,3 +81,16 @@ def test_training_rejects_too_short_data():
     with pytest.raises(ValueError, match="at least"):
         train_emulator(torch.zeros(3, *spec.shape), spec,
                        dataclasses.replace(TINY, steps=1), progress=False)
+
+
+@pytest.mark.gpu
+def test_emulator_on_cuda_matches_cpu():
+    spec = small_spec()
+    torch.manual_seed(0)
+    net = EmulatorNet(3, spec.lat, 16, TINY)
+    torch.nn.init.normal_(net.decode.weight, std=0.05)
+    frames = torch.randn(2, 2, *spec.shape)
+    cpu = Emulator(net, spec).rollout(frames, 2)
+    gpu = Emulator(net, spec, device="cuda").rollout(frames.to("cuda"), 2)
+    assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
