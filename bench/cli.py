@@ -197,6 +197,52 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if all(str(s) == "ok" for s in ds["status"].values.ravel()) else 1
 
 
+def _cmd_single_obs(args: argparse.Namespace) -> int:
+    """One observation of one channel, every method's increment side by side (VAE-Var paper)."""
+    from bench import runner
+    from bench.config import CycleSettings, RunConfig
+    from bench.single_obs import figure, single_observation_increments
+    from bench.store import command_line, write_figure, write_text
+    from bench.worlds import UnknownWorldError
+    from methods import UnknownMethodError, get_method
+
+    cfg = RunConfig(world=args.world, methods=args.methods, cycle=CycleSettings(days=1),
+                    device=args.device, threads=args.threads)
+    try:
+        runner.preflight(cfg)
+        if not -90 <= args.lat <= 90:
+            raise ValueError(f"--lat {args.lat} must lie in [-90, 90]")
+    except (ValueError, UnknownWorldError, UnknownMethodError) as err:
+        raise UsageError(str(err)) from None
+    s = runner.setup(cfg, progress=not args.quiet)
+    spec = s.world.spec
+    try:
+        spec.index(args.channel)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    x_b = s.start.history[-1]  # a real state of the test period: non-linear methods need one
+    increments = {}
+    for name in args.methods:
+        method = get_method(name)()
+        method.prepare(runner.training_context(s, method, progress=not args.quiet))
+        increments[name] = single_observation_increments(
+            method, spec, args.channel, args.lat, args.lon, args.innovation,
+            physical=True, error_std=args.error_std, x_b=x_b).cpu()
+    level = int(args.channel[1:]) if args.channel[1:].isdigit() else None
+    fig = figure(increments, spec, args.channel, level, obs_location=(args.lat, args.lon))
+    out = Path(args.out)
+    stem = f"single_obs_{args.channel}_{args.lat:g}N_{args.lon:g}E"
+    path = write_figure(fig, out / f"{stem}.png")
+    write_text(out / f"{stem}.md",
+               f"# Single observation: {args.channel} at {args.lat:g}N {args.lon:g}E\n\n"
+               f"Made by:\n\n```bash\n{command_line()}\n```\n\n"
+               f"Innovation {args.innovation:g} {spec.channels[spec.index(args.channel)].units}, "
+               f"observation error {args.error_std:g} (normalised); methods: "
+               f"{', '.join(args.methods)}.\n\n![increments]({path.name})\n")
+    print(f"wrote {path}")
+    return 0
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from methods import METHODS
 
@@ -289,6 +335,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("single-obs", help="increments from one observation, per method")
+    p.add_argument("--methods", type=_comma_list(str, "--methods"), default=("3dvar",),
+                   help="comma list of methods")
+    p.add_argument("--world", default="heldsuarez-5.625", help="world name (see `worlds`)")
+    p.add_argument("--channel", default="z500", help="observed channel")
+    p.add_argument("--lat", type=float, default=21.0, help="latitude of the observation (°N)")
+    p.add_argument("--lon", type=float, default=129.0, help="longitude of the observation (°E)")
+    p.add_argument("--innovation", type=float, default=-100.0,
+                   help="y − x_b in the channel's physical units (default −100 m² s⁻²)")
+    p.add_argument("--error-std", type=float, default=0.01,
+                   help="observation error std, normalised (fraction of the channel's std)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    p.add_argument("--out", default="results/single-obs", help="folder for the figure")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_single_obs)
 
     p = sub.add_parser("tables", help="regenerate tables and figures from a run's metrics.nc")
     p.add_argument("run", help="the run folder")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from methods.base import Assimilator, Background, NoAssimilation, Observations, TrainingContext
 from methods.interp import Interpolation
-from methods.vaevar import VAEVar
+from methods.threedvar import ThreeDVar
 
 METHODS: dict[str, type[Assimilator]] = {
     "none": NoAssimilation,
     "interp": Interpolation,
-    "vaevar": VAEVar,
+    "3dvar": ThreeDVar,
 }
 
 
