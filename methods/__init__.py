@@ -10,11 +10,13 @@ from __future__ import annotations
 from methods.base import Assimilator, Background, NoAssimilation, Observations, TrainingContext
 from methods.interp import Interpolation
 from methods.threedvar import ThreeDVar
+from methods.vaevar import VAEVar
 
 METHODS: dict[str, type[Assimilator]] = {
     "none": NoAssimilation,
     "interp": Interpolation,
     "3dvar": ThreeDVar,
+    "vaevar": VAEVar,
 }
 
 
