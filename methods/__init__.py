@@ -8,6 +8,7 @@ Adding a method: write ``methods/<name>.py`` (or a package) with a frozen datacl
 from __future__ import annotations
 
 from methods.base import Assimilator, Background, NoAssimilation, Observations, TrainingContext
+from methods.diffda import DiffDA
 from methods.interp import Interpolation
 from methods.threedvar import ThreeDVar
 from methods.vaevar import VAEVar
@@ -17,6 +18,7 @@ METHODS: dict[str, type[Assimilator]] = {
     "interp": Interpolation,
     "3dvar": ThreeDVar,
     "vaevar": VAEVar,
+    "diffda": DiffDA,
 }
 
 
