@@ -116,6 +116,24 @@ class Observations:
         out.index_add_(out.ndim - 1, index, contrib)
         return out.reshape(*r.shape[:-1], c, h, w)
 
+    def channels_by_location(self) -> list[tuple[list[int], np.ndarray]]:
+        """Observed channels grouped by identical locations (same points in the same order), so
+        a kernel over the locations is computed once per group ("columns" sampling: one group).
+
+        Returns:
+            [(channels, index)]: index (n, len(channels)) holds, column by column, the positions
+            in the observation arrays of each channel's n observations.
+        """
+        channel = self.channel.cpu().numpy()
+        groups: dict[bytes, tuple[list[int], list[np.ndarray]]] = {}
+        for k in np.unique(channel):
+            idx = np.flatnonzero(channel == k)
+            key = np.stack([np.asarray(self.lat)[idx], np.asarray(self.lon)[idx]]).tobytes()
+            members = groups.setdefault(key, ([], []))
+            members[0].append(int(k))
+            members[1].append(idx)
+        return [(ks, np.stack(idxs, axis=1)) for ks, idxs in groups.values()]
+
     def dense(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Grid view (mask, values), each (C, H, W): mask 1 where a channel is observed.
 

@@ -158,7 +158,7 @@ class Interpolation(Assimilator):
         n_channels, n_points = x.shape[0], x.shape[1] * x.shape[2]
         obs_lat = np.deg2rad(np.asarray(obs.lat, dtype=np.float64))
         obs_lon = np.deg2rad(np.asarray(obs.lon, dtype=np.float64))
-        groups = _channels_by_location(obs.channel.cpu().numpy(), obs_lat, obs_lon)
+        groups = obs.channels_by_location()
         eps2 = float(self.smoothing)
 
         rms_innovation = None
@@ -212,26 +212,6 @@ class Interpolation(Assimilator):
 
 
 # --------------------------------------------------------------------------------- kernel
-def _channels_by_location(
-    channel: np.ndarray, lat: np.ndarray, lon: np.ndarray
-) -> list[tuple[list[int], np.ndarray]]:
-    """Observed channels grouped by identical observation locations (same points, same order),
-    so that a group's kernel is evaluated once for all its channels ("columns" sampling).
-
-    Returns:
-        [(channels, index)]: index (n, len(channels)) holds, column by column, the positions in
-        the observation arrays of each channel's n observations.
-    """
-    groups: dict[bytes, tuple[list[int], list[np.ndarray]]] = {}
-    for k in np.unique(channel):
-        idx = np.flatnonzero(channel == k)
-        key = np.stack([lat[idx], lon[idx]]).tobytes()
-        members = groups.setdefault(key, ([], []))
-        members[0].append(int(k))
-        members[1].append(idx)
-    return [(ks, np.stack(idxs, axis=1)) for ks, idxs in groups.values()]
-
-
 def _great_circle_km(lat1, lon1, lat2, lon2):
     """Haversine distance (km) between points given in radians; broadcasts. Wraps in longitude
     and is exact across the poles."""

@@ -79,7 +79,7 @@ def soft_mask_and_values(obs: Observations, increments: torch.Tensor, lat: np.nd
     limit2 = (cutoff * sigma) ** 2
     step = max(1, _KERNEL_BUDGET // (h * w))
     # one kernel per group of channels observed at the same points ("columns" sampling: one)
-    for channels, index in _channels_by_location(obs.channel.cpu().numpy(), obs_lat, obs_lon):
+    for channels, index in obs.channels_by_location():
         points = index[:, 0]
         d_k = d[torch.as_tensor(index, device=device)]  # (n, len(channels))
         for start in range(0, len(points), step):
@@ -113,18 +113,3 @@ def _dense_view(obs: Observations, increments: torch.Tensor) -> tuple[torch.Tens
     return observed.reshape(c, h * w), values.reshape(c, h * w)
 
 
-def _channels_by_location(channel: np.ndarray, lat: np.ndarray, lon: np.ndarray
-                          ) -> list[tuple[list[int], np.ndarray]]:
-    """Channels grouped by identical observation locations (same points in the same order).
-
-    Returns:
-        [(channels, index)]: index (n, len(channels)) holds, column by column, the positions in
-        the observation arrays of each channel's n observations.
-    """
-    groups: dict[bytes, tuple[list[int], list[np.ndarray]]] = {}
-    for k in np.unique(channel):
-        idx = np.flatnonzero(channel == k)
-        members = groups.setdefault(np.stack([lat[idx], lon[idx]]).tobytes(), ([], []))
-        members[0].append(int(k))
-        members[1].append(idx)
-    return [(ks, np.stack(idxs, axis=1)) for ks, idxs in groups.values()]
