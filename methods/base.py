@@ -237,6 +237,17 @@ class Assimilator(abc.ABC):
     def config(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check_fields(self, checks) -> None:
+        """Raise a ValueError naming the first bad hyper-parameter.
+
+        Args:
+            checks: iterable of (field name, whether it is valid, what was expected).
+        """
+        for name, ok, expected in checks:
+            if not ok:
+                raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)!r} is "
+                                 f"invalid: expected {expected}")
+
 
 @dataclasses.dataclass(frozen=True)
 class NoAssimilation(Assimilator):

@@ -115,10 +115,7 @@ class DiffDA(Assimilator):
             ("mask_sigma", self.mask_sigma > 0, "> 0 grid spacings"),
             ("mask_cutoff", self.mask_cutoff > 0, "> 0 kernel widths"),
         )
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"DiffDA.{name} = {getattr(self, name)!r} is invalid: "
-                                 f"expected {expected}")
+        self.check_fields(checks)
 
     @classmethod
     def for_tests(cls, **overrides) -> DiffDA:

@@ -119,10 +119,7 @@ class VAEVar(Assimilator):
             ("analysis_dtype", self.analysis_dtype in ANALYSIS_DTYPES,
              f"one of {tuple(ANALYSIS_DTYPES)}"),
         )
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"VAEVar.{name} = {getattr(self, name)!r} is invalid: "
-                                 f"expected {expected}")
+        self.check_fields(checks)
 
     @classmethod
     def for_tests(cls, **overrides) -> VAEVar:
