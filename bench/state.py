@@ -63,6 +63,18 @@ def channel_names(
 FENGWU_CHANNELS: tuple[str, ...] = channel_names()
 
 
+def floor_std_per_variable(names: Sequence[str], std: np.ndarray, fraction: float) -> np.ndarray:
+    """std (C,) with each channel raised to at least ``fraction`` × the largest std of the same
+    variable. Why: q at 50 hPa is nearly constant, and normalising by its tiny std would amplify
+    round-off into O(1) noise."""
+    out = np.array(std, dtype=np.float64)
+    variables = [Channel.parse(n).variable for n in names]
+    for var in set(variables):
+        idx = [i for i, v in enumerate(variables) if v == var]
+        out[idx] = np.maximum(out[idx], fraction * out[idx].max())
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Channel:
     """One channel of a state.

@@ -130,3 +130,13 @@ def test_subset_and_dict_round_trip():
     assert sub.std[1] == spec.std[spec.index("z500")]
     assert StateSpec.from_dict(spec.to_dict()) == spec
     assert spec.variable_indices("t")[0] == spec.index("t50")
+
+
+def test_std_floor_is_relative_to_the_largest_std_of_the_same_variable():
+    from bench.state import floor_std_per_variable
+
+    names = ["q50", "q850", "t50", "t850", "msl"]
+    std = np.array([1e-9, 5e-3, 4.0, 3.0, 100.0])
+    got = floor_std_per_variable(names, std, 0.01)
+    np.testing.assert_array_equal(got, [5e-5, 5e-3, 4.0, 3.0, 100.0])
+    assert std[0] == 1e-9, "the input is not modified"

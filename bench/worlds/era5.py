@@ -26,7 +26,7 @@ import dask
 import numpy as np
 import xarray as xr
 
-from bench.state import FENGWU_CHANNELS, Channel, StateSpec
+from bench.state import FENGWU_CHANNELS, Channel, StateSpec, floor_std_per_variable
 from bench.worlds.base import World
 
 #: Environment variable naming the store; wins over the card, loses to an explicit ``path``.
@@ -317,10 +317,7 @@ class ERA5World(World):
         mean = np.array([float(mean_ds[n]) for n in self.channel_names])
         std = np.array([float(std_ds[n]) for n in self.channel_names])
         fraction = float(self.card.get("stats", {}).get("std_floor_fraction", STD_FLOOR_FRACTION))
-        channels = [Channel.parse(n) for n in self.channel_names]
-        for var in {ch.variable for ch in channels}:
-            idx = [i for i, ch in enumerate(channels) if ch.variable == var]
-            std[idx] = np.maximum(std[idx], fraction * std[idx].max())
+        std = floor_std_per_variable(self.channel_names, std, fraction)
         if not (np.all(np.isfinite(mean)) and np.all(std > 0)):
             bad = [n for n, m, s in zip(self.channel_names, mean, std, strict=True)
                    if not (np.isfinite(m) and s > 0)]

@@ -22,13 +22,12 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bench import cache
-from bench.state import FENGWU_CHANNELS, StateSpec
+from bench.state import FENGWU_CHANNELS, StateSpec, floor_std_per_variable
 from bench.worlds.base import PERIODS, World
 
 FRAMES_PER_DAY = 4
 CHUNK_DAYS = 10
-#: std floor relative to the largest std of the same variable: q at 50 hPa is nearly constant,
-#: and normalising by its tiny std would amplify round-off into O(1) noise.
+#: std floor relative to the largest std of the same variable (state.floor_std_per_variable).
 STD_FLOOR_FRACTION = 0.01
 
 
@@ -121,7 +120,7 @@ def generate(settings: NatureRunSettings, store_path, progress: bool = True) -> 
     count = train_frames * lat.size * lon.size
     mean = train_sum / count
     std = np.sqrt(np.maximum(train_sumsq / count - mean**2, 0.0))
-    std = _floor_std(std)
+    std = floor_std_per_variable(FENGWU_CHANNELS, std, STD_FLOOR_FRACTION)
     return {
         "settings": dataclasses.asdict(settings),
         "frames": written,
@@ -133,15 +132,6 @@ def generate(settings: NatureRunSettings, store_path, progress: bool = True) -> 
         "lon": lon.tolist(),
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _floor_std(std: np.ndarray) -> np.ndarray:
-    out = std.copy()
-    spec = StateSpec.create(FENGWU_CHANNELS, np.zeros(1), np.zeros(1), "legendre-gauss")
-    for var in {ch.variable for ch in spec.channels}:
-        idx = spec.variable_indices(var)
-        out[idx] = np.maximum(out[idx], STD_FLOOR_FRACTION * out[idx].max())
-    return out
 
 
 def _append(store_path, values, times, lat, lon, first: bool) -> None:
