@@ -36,12 +36,17 @@ def _spec() -> StateSpec:
     return StateSpec.create(FENGWU_CHANNELS, LAT, LON, "legendre-gauss")
 
 
+def _smooth(x: torch.Tensor) -> torch.Tensor:
+    """One pass of a 5-point mean over the last two (lat, lon) axes, periodic."""
+    return (x + x.roll(1, -1) + x.roll(-1, -1) + x.roll(1, -2) + x.roll(-1, -2)) / 5
+
+
 def _smooth_fields(n: int, seed: int) -> torch.Tensor:
     """n random large-scale fields (n, 69, 32, 64): white noise smoothed a few times."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, 69, 32, 64, generator=g)
     for _ in range(4):
-        x = (x + x.roll(1, -1) + x.roll(-1, -1) + x.roll(1, -2) + x.roll(-1, -2)) / 5
+        x = _smooth(x)
     return x / x.std()
 
 
@@ -109,8 +114,7 @@ class Skill:
         spec = StateSpec.create(("t850", "z500", "u850"), np.linspace(78.75, -78.75, 8),
                                 np.arange(16) * 22.5, "legendre-gauss")
         g = torch.Generator().manual_seed(0)
-        x0 = torch.randn(3, 8, 16, generator=g)
-        x0 = (x0 + x0.roll(1, -1) + x0.roll(-1, -1) + x0.roll(1, -2) + x0.roll(-1, -2)) / 5
+        x0 = _smooth(torch.randn(3, 8, 16, generator=g))
         trajectory = torch.stack([x0.roll(t, dims=-1) for t in range(64)])
         times = np.datetime64("2001-01-01", "ns") + np.arange(64) * np.timedelta64(6, "h")
         ds = spec.to_dataset(trajectory, time=times)
