@@ -190,7 +190,6 @@ class HeldSuarezModel:
         self._step = time_integration.step_with_filters(step, [step_filter])
         self.steps_per_frame = 360 // s.dt_minutes
         self._chunks: dict[int, callable] = {}
-        self._diagnose = jax.jit(self.diagnose)
 
     # --------------------------------------------------------------------------- time stepping
     def initial_state(self):
