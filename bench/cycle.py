@@ -4,7 +4,8 @@ For cycles k = 0 … K−1 at valid times t_k = t_0 + 6 h · k:
 
     y_k   = observe(x_true(t_k))                        same for every method (seeded)
     x_a,k = method.analyse(Background(x_b,k, …), y_k)    timed
-    x_b,k+1 = M(x_a,k−1, x_a,k)                          the model's two-frame history
+    x_b,k+1 = M(x_b,k−1 + δ_k, x_b,k + δ_k)             the model's two-frame history,
+                                                         δ_k = x_a,k − x_b,k (history_update)
 
 The first background is a ``first_lead_hours`` forecast from truth (a time-lagged start) and
 is computed once per run, so every method starts from the same state. Each cycle records the
@@ -198,13 +199,29 @@ def run_cycles(
             _stop(result, k, f"analysis RMSE {error:.3g} (normalised, channel mean) exceeds "
                              f"{settings.divergence_factor} x climatology's {clim_error:.3g}")
             break
-        history = torch.cat([history[:-1], x_a[None].to(history.dtype)])
+        history = updated_history(history, x_b, x_a, settings.history_update)
         if result.forecast_starts is not None and k in result.forecast_starts:
             _free_forecast(result, k, model, history, truth, t, clim, spec, w)
         if k + 1 < settings.cycles:
             history = torch.cat([history[1:], model.step(history[None])[0][None]])
             lead_hours = STEP_HOURS
     return result
+
+
+def updated_history(history: torch.Tensor, x_b: torch.Tensor, x_a: torch.Tensor,
+                    policy: str) -> torch.Tensor:
+    """The model's input frames after an analysis (CycleSettings.history_update).
+
+    history: (history, C, H, W) ending in x_b; returns the same shape ending in x_a.
+    "increment": every frame + (x_a − x_b), keeping the background's tendency between frames;
+    "replace": the last frame becomes x_a, the earlier ones stay.
+    """
+    x_a = x_a.to(history.dtype)
+    if policy == "increment":
+        return history + (x_a - x_b.to(history.dtype))[None]
+    if policy == "replace":
+        return torch.cat([history[:-1], x_a[None]])
+    raise ValueError(f"history_update {policy!r} must be 'increment' or 'replace'")
 
 
 def _stop(result: CellResult, k: int, reason: str) -> None:
