@@ -11,7 +11,7 @@ from threedvar_fixtures import OMEGA, gaussian_spec, random_fields, synthetic_sa
 from methods.base import Background, Observations
 from methods.threedvar import ThreeDVar, statistics
 from methods.threedvar.b_matrix import BMatrix
-from methods.threedvar.method import cost_function
+from methods.threedvar.method import cost_and_gradient, cost_function
 from methods.threedvar.spectral import EARTH_RADIUS_M, Transforms
 
 VARIANCE_SCALE = 0.5
@@ -143,12 +143,18 @@ def test_taylor_gradient(world):
     from bench.observations import ObservationSettings, observe
     obs = observe(samples[1].float(), spec, ObservationSettings(density=0.05, seed=1), cycle=0)
     d = obs.values.double() - obs.operator(x_b.double())
-    cost = cost_function(b, obs, d, torch.full_like(d, 0.3))
+    sigma = torch.full_like(d, 0.3)
+    cost = cost_function(b, obs, d, sigma)
     g = torch.Generator().manual_seed(0)
     w = torch.randn(b.shape_w, generator=g, dtype=torch.float64, requires_grad=True)
     h = torch.randn(b.shape_w, generator=g, dtype=torch.float64)
     j = cost(w)
-    (grad,) = torch.autograd.grad(j, w)
+    (autograd_grad,) = torch.autograd.grad(j, w)
+    # the solver's gradient: the hand-written adjoints (what L-BFGS is given)
+    j_explicit, grad = cost_and_gradient(b, obs, d, sigma)(w.detach())
+    assert abs(float(j_explicit - j)) <= 1e-12 * float(j)
+    torch.testing.assert_close(grad, autograd_grad, rtol=1e-10,
+                               atol=1e-10 * float(grad.abs().max()))
     eps = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
     with torch.no_grad():
         dist = [abs(float((cost(w + e * h) - j) / (e * (grad * h).sum())) - 1) for e in eps]

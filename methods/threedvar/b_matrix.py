@@ -13,9 +13,9 @@ S acts on grid fields after U_h (not first, as the issue's U = U_p U_v U_h S wri
 its standard deviations depend on latitude; B = U_p U_v S C S U_vᵀ U_pᵀ with C = U_h U_hᵀ the
 usual factorisation. All maps are linear and batched over leading dimensions; float64.
 
-Adjoints: S, U_v and the regression/identity parts of U_p are hand-coded; U_hᵀ and the
-wind part of U_pᵀ (the SHTs) use autograd's vector–Jacobian product of the forward map (exact
-for a linear map; tests check them with the dot-product test).
+Adjoints are all hand-coded: S, U_v and the regression/identity parts of U_p here, U_h's
+synthesis and the winds in legendre.py (autograd's backward through torch-harmonics cost 4–5×
+the forward); tests check each with the dot-product test.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from bench.state import StateSpec
+from methods.threedvar.legendre import Synthesis, Winds
 from methods.threedvar.spectral import Transforms
 
 
@@ -121,6 +122,7 @@ class BMatrix:
         c, self.nlat, self.nlon = spec.shape
         self.n_channels = c
         self.transforms = Transforms(spec.grid, self.nlat, self.nlon, self.device)
+        self.synthesis, self.wind_map = Synthesis(self.transforms), Winds(self.transforms)
         f64 = dict(dtype=torch.float64, device=self.device)
         self.eofs = {k: e.to(**f64) for k, e in stats["eofs"].items()}
         self.betas = {k: b.to(**f64) for k, b in stats["betas"].items()}
@@ -138,16 +140,19 @@ class BMatrix:
             e = self.eofs[g.name]
             self.vertical[g.rows, k:k + e.shape[1]] = e
             k += e.shape[1]
-        # U_p's non-wind part as a (H, C, K_cv) matrix per latitude row (see u_p)
-        self.mass = torch.zeros(self.nlat, c, self.n_cv, **f64)
+        # U_p's non-wind part, kept sparse (a dense (H, C, K_cv) matrix cost 4 ms per product):
+        # control rows that are their own channel, and the β blocks of the regressions
         winds = ("psi", "chi", "psi_sfc", "chi_sfc")
-        for g in self.groups:
-            if g.name not in winds:
-                self.mass[:, list(g.channels), list(range(g.rows.start, g.rows.stop))] = 1.0
-        for target, predictor in self.regressions:
-            t, p = self.by_name[target], self.by_name[predictor]
-            for i, ch in enumerate(t.channels):
-                self.mass[:, ch, p.rows] = self.betas[target][:, i, :]
+        own = [(ch, row) for g in self.groups if g.name not in winds
+               for ch, row in zip(g.channels, range(g.rows.start, g.rows.stop), strict=True)]
+        long = dict(dtype=torch.long, device=self.device)
+        self.own_channels = torch.tensor([ch for ch, _ in own], **long)
+        self.own_rows = torch.tensor([row for _, row in own], **long)
+        self.regression_blocks = [
+            (torch.tensor(self.by_name[t].channels, **long),
+             torch.arange(self.by_name[p].rows.start, self.by_name[p].rows.stop, **long),
+             self.betas[t])  # (H, n_target, n_predictor)
+            for t, p in self.regressions]
         # the winds of all (ψ̃, χ̃) pairs in one vector SHT: rows of ψ̃ and χ̃, and (u..., v...)
         psi_rows, chi_rows, u_ch, v_ch = [], [], [], []
         for psi_name, chi_name in self.pairs:
@@ -158,6 +163,7 @@ class BMatrix:
             v_ch += list(pg.v_channels)
         channels = torch.tensor(u_ch + v_ch, dtype=torch.long, device=self.device)
         self.wind_rows = (psi_rows, chi_rows, channels) if psi_rows else ()
+        self.wind_cv_rows = torch.tensor(psi_rows + chi_rows, dtype=torch.long, device=self.device)
         self.wind_scale = (1.0 / self.channel_std[channels])[:, None, None] if psi_rows else None
 
         # control coefficient slots in the flattened (lmax, mmax, re/im) coefficient array:
@@ -181,12 +187,12 @@ class BMatrix:
         lmax, mmax = self.transforms.lmax, self.transforms.mmax
         flat = w.new_zeros(*w.shape[:-1], lmax * mmax * 2)
         flat[..., self.slots] = w * self.amp
-        coeffs = torch.view_as_complex(flat.reshape(*w.shape[:-1], lmax, mmax, 2))
-        return self.transforms.isht(coeffs)
+        return self.synthesis(flat.reshape(*w.shape[:-1], lmax, mmax, 2))
 
     def u_h_adjoint(self, g: torch.Tensor) -> torch.Tensor:
-        """U_hᵀ: (..., K, H, W) -> (..., K, n_coef), by autograd VJP of ``u_h``."""
-        return _vjp(self.u_h, g, (*g.shape[:-2], self.n_coef))
+        """U_hᵀ: (..., K, H, W) -> (..., K, n_coef): the synthesis' transpose, then the filter."""
+        flat = self.synthesis.adjoint(g).reshape(*g.shape[:-2], -1)
+        return flat[..., self.slots] * self.amp
 
     # ----------------------------------------------------------------------------- S
     def s(self, x: torch.Tensor) -> torch.Tensor:
@@ -210,24 +216,37 @@ class BMatrix:
 
         δx = M(φ) x + winds(ψ̃, χ̃) / std_channel, with M(φ) (C × K_cv per latitude row) holding
         1 where a control field is its channel (q, lone u/v, the unbalanced z, t, msl, t2m) and
-        β(φ) where a target is regressed on ψ̃ (target = β ψ̃ + unbalanced).
+        β(φ) where a target is regressed on ψ̃ (target = β ψ̃ + unbalanced); M is applied as
+        those two sparse parts, never as a dense matrix.
         """
-        out = torch.einsum("hcj,...jhw->...chw", self.mass, x)
+        out = x.new_zeros(*x.shape[:-3], self.n_channels, self.nlat, self.nlon)
+        out = out.index_copy(-3, self.own_channels, x.index_select(-3, self.own_rows))
+        for channels, rows, beta in self.regression_blocks:  # target += β(φ) ψ̃
+            out = out.index_add(-3, channels, torch.einsum(
+                "hij,...jhw->...ihw", beta, x.index_select(-3, rows)))
         return out + self._winds(x) if self.wind_rows else out
 
     def _winds(self, x: torch.Tensor) -> torch.Tensor:
         """The wind channels from all (ψ̃, χ̃) pairs as a (..., C, H, W) field (0 elsewhere)."""
         psi_rows, chi_rows, channels = self.wind_rows
-        u, v = self.transforms.winds(x[..., psi_rows, :, :], x[..., chi_rows, :, :])
+        u, v = self.wind_map(x[..., psi_rows, :, :], x[..., chi_rows, :, :])
         uv = torch.cat([u, v], dim=-3) * self.wind_scale  # normalised: / std of the channel
         return x.new_zeros(*x.shape[:-3], self.n_channels, self.nlat, self.nlon).index_add(
             -3, channels, uv)
 
     def u_p_adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """U_pᵀ: (..., C, H, W) -> (..., K_cv, H, W): M(φ)ᵀ y + the wind part by autograd VJP."""
-        x = torch.einsum("hcj,...chw->...jhw", self.mass, y)
+        """U_pᵀ: (..., C, H, W) -> (..., K_cv, H, W): M(φ)ᵀ y + the winds' transpose."""
+        x = y.new_zeros(*y.shape[:-3], self.n_cv, self.nlat, self.nlon)
+        x = x.index_copy(-3, self.own_rows, y.index_select(-3, self.own_channels))
+        for channels, rows, beta in self.regression_blocks:  # ψ̃ += β(φ)ᵀ target
+            x = x.index_add(-3, rows, torch.einsum(
+                "hij,...ihw->...jhw", beta, y.index_select(-3, channels)))
         if self.wind_rows:
-            x = x + _vjp(self._winds, y, x.shape)
+            psi_rows, chi_rows, channels = self.wind_rows
+            uv = y.index_select(-3, channels) * self.wind_scale
+            n = len(psi_rows)
+            g_psi, g_chi = self.wind_map.adjoint(uv[..., :n, :, :], uv[..., n:, :, :])
+            x = x.index_add(-3, self.wind_cv_rows, torch.cat([g_psi, g_chi], dim=-3))
         return x
 
     # ----------------------------------------------------------------------------- U
@@ -240,9 +259,3 @@ class BMatrix:
         return self.u_h_adjoint(self.s_adjoint(self.u_v_adjoint(self.u_p_adjoint(y))))
 
 
-def _vjp(f, y: torch.Tensor, in_shape) -> torch.Tensor:
-    """(∂f/∂x)ᵀ y for a linear f, evaluated at x = 0 (the Jacobian of a linear map)."""
-    with torch.enable_grad():
-        x = torch.zeros(in_shape, dtype=y.dtype, device=y.device, requires_grad=True)
-        (grad,) = torch.autograd.grad(f(x), x, grad_outputs=y)
-    return grad
