@@ -216,6 +216,9 @@ class Assimilator(abc.ABC):
 
     #: whether prepare() trains something worth caching (the runner keys the cache by config).
     trains: ClassVar[bool] = False
+    #: fields that only the analysis reads (solver settings, λ, sampling steps): left out of the
+    #: cache key, so changing them reuses what prepare() learnt instead of training again.
+    analysis_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -236,6 +239,14 @@ class Assimilator(abc.ABC):
 
     def config(self) -> dict:
         return dataclasses.asdict(self)
+
+    def cache_config(self) -> dict:
+        """The fields that determine what prepare() learns: config() less analysis_fields."""
+        unknown = set(self.analysis_fields) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.analysis_fields names no field: "
+                            f"{sorted(unknown)}")
+        return {k: v for k, v in self.config().items() if k not in self.analysis_fields}
 
     def check_fields(self, checks) -> None:
         """Raise a ValueError naming the first bad hyper-parameter.

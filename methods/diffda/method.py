@@ -90,6 +90,7 @@ class DiffDA(Assimilator):
     mask_cutoff: float = 3.0
 
     trains = True
+    analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff")
 
     def __post_init__(self):
         # a config read back from JSON holds lists; keep the fields hashable and comparable

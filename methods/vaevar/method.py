@@ -97,6 +97,8 @@ class VAEVar(Assimilator):
     analysis_dtype: str = "float64"
 
     trains = True
+    analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
+                       "analysis_dtype")
 
     def __post_init__(self):
         # a config read back from JSON holds a list; keep the field hashable and comparable
