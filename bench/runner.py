@@ -13,6 +13,10 @@ An interrupted run (Ctrl-C, SIGKILL) loses at most the cells in progress; ``resu
 skips the finished ones. Because cycles are deterministic for a seed, a resumed run gives the
 metrics an uninterrupted one would have.
 
+Cells run in this process by default; ``executor=`` (bench/dask_executor.py) spreads them over a
+Dask cluster. A cell is the unit of work either way (``run_cell``), and the run directory and
+metrics.nc are the same.
+
 Selecting a method in metrics.nc: ``ds.sel({"method": "3dvar"})`` — ``ds.sel(method=…)`` would
 pass ``method`` as xarray's interpolation-method argument.
 """
@@ -132,7 +136,8 @@ def training_context(s: Setup, method, progress: bool) -> TrainingContext:
                                     SampleSettings(kind=kind, **settings), progress=progress)
 
     entry = cache.entry_dir("methods", f"{type(method).__name__.lower()}-{world.name}", {
-        "config": method.config(), "world": cache.config_hash(world.card), "model": s.model_key})
+        "config": method.cache_config(), "world": cache.config_hash(world.card),
+        "model": s.model_key})
     return TrainingContext(
         spec=spec, model=s.model,
         train_truth=lambda: spec.to_tensor(world.period("train").load()),
@@ -222,12 +227,16 @@ def preflight(cfg: RunConfig) -> None:
 
 
 def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
-        command: str = "", prepared: Setup | None = None) -> xr.Dataset:
+        command: str = "", prepared: Setup | None = None, executor=None) -> xr.Dataset:
     """Run (or resume) the grid and write the run directory. Returns metrics.nc's Dataset.
 
     ``prepared`` replaces world and model loading (tests, or a driver that shares one Setup).
+    ``executor`` runs the unfinished cells elsewhere (bench/dask_executor.DaskExecutor: its
+    ``start`` returns ``describe()`` of a worker's Setup, its ``run_cells`` writes each cell's
+    file and returns the cells and the devices they ran on); by default they run here, one
+    after another. Either way this process merges the cell files into metrics.nc.
     """
-    if prepared is None:
+    if prepared is None and getattr(executor, "factory", None) in (None, setup):
         preflight(cfg)
     else:
         cfg.validate()
@@ -236,32 +245,67 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     out = Path(out)
     check_output(out, cfg, resume)
     log = out / "log.txt"
-    s = prepared or setup(cfg, progress)
+    if executor is None:
+        s = prepared or setup(cfg, progress)
+        info = describe(s)
+    else:
+        info = executor.start(cfg, progress)
     store.write_json(out / "config.json", cfg.to_json())
     store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start: {command}")
     cells: dict[tuple[str, float, int], xr.Dataset] = {}
-    for method_name in cfg.methods:
-        for density in cfg.densities:
-            for seed in cfg.seeds:
-                key = (method_name, density, seed)
-                path = out / "cells" / f"{cell_name(*key)}.nc"
-                if path.exists():
-                    cells[key] = xr.load_dataset(path)
-                    store.append_log(log, f"cell {cell_name(*key)}: finished earlier, reused")
-                    continue
-                cells[key] = _run_cell(cfg, s, key, progress, log)
-                store.write_dataset(cells[key], path)
+    todo = []
+    for key in grid(cfg):
+        path = cell_path(out, key)
+        if path.exists():
+            cells[key] = xr.load_dataset(path)
+            store.append_log(log, f"cell {cell_name(*key)}: finished earlier, reused")
+        else:
+            todo.append(key)
+    if executor is None:
+        for key in todo:
+            cells[key] = run_cell(cfg, s, out, key, progress)
+    elif todo:
+        done, devices = executor.run_cells(cfg, out, todo, progress)
+        cells.update(done)
+        info["device"] = ", ".join(sorted({info["device"], *devices}))
     attrs = {
-        "device": device_name(s.device), "world": cfg.world, "model": s.model_key,
+        "device": info["device"], "world": cfg.world, "model": info["model"],
         "spinup_cycles": cfg.cycle.spinup_cycles, "command": command, "config": cfg.to_json(),
         "peak_memory_kind": ("increase of torch.cuda.max_memory_allocated during analyse()"
-                             if s.device.type == "cuda" else
+                             if info["device_type"] == "cuda" else
                              "increase of the process RSS during analyse(), sampled every 1 ms"),
     }
     ds = merge_cells(cells, cfg, attrs)
     store.write_dataset(ds, out / "metrics.nc")
     store.write_csv(timing_frame(ds), out / "timing.csv", command)
     store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} done: {len(cells)} cells")
+    return ds
+
+
+def grid(cfg: RunConfig) -> list[tuple[str, float, int]]:
+    """Every (method, density, seed) cell, in the order the local executor runs them."""
+    return [(m, d, s) for m in cfg.methods for d in cfg.densities for s in cfg.seeds]
+
+
+def cell_path(out: str | Path, key: tuple[str, float, int]) -> Path:
+    return Path(out) / "cells" / f"{cell_name(*key)}.nc"
+
+
+def describe(s: Setup) -> dict[str, str]:
+    """What metrics.nc's attributes say about where the cells ran (plain strings: picklable)."""
+    return {"device": device_name(s.device), "device_type": s.device.type, "model": s.model_key}
+
+
+def run_cell(cfg: RunConfig, s: Setup, out: str | Path, key: tuple[str, float, int],
+             progress: bool = False) -> xr.Dataset:
+    """Run one cell from its first cycle and write ``cells/<m>__<d>__<s>.nc`` atomically.
+
+    This is the whole unit of work of every executor: a cell has no checkpoint within its
+    cycles, so a cell interrupted anywhere restarts from cycle 0 (deterministic for its seed,
+    so the rerun gives the same metrics), and a rerun simply replaces the file.
+    """
+    ds = _run_cell(cfg, s, key, progress, Path(out) / "log.txt")
+    store.write_dataset(ds, cell_path(out, key))
     return ds
 
 

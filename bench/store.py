@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,12 @@ import pandas as pd
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+
+def _temporary(path: Path) -> Path:
+    """A sibling temporary name unique to this process and call, so two writers of the same
+    file (a cell retried on another Dask worker while the first still runs) never share one."""
+    return path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 def command_line() -> str:
@@ -27,7 +34,7 @@ def command_line() -> str:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -36,7 +43,7 @@ def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8, ``\\n`` line ends) to ``path`` atomically, creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     # newline="" so the bytes do not depend on the platform: regenerated tables stay identical.
     with open(tmp, "w", encoding="utf-8", newline="") as f:
         f.write(text)
@@ -48,7 +55,7 @@ def write_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     """Save a matplotlib figure to ``path`` atomically; the format is the file's suffix."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     # The temporary name hides the suffix from matplotlib, so name the format explicitly.
     fig.savefig(tmp, format=path.suffix.lstrip("."), dpi=dpi, bbox_inches="tight")
     os.replace(tmp, path)
@@ -86,7 +93,7 @@ def write_dataset(ds, path: str | Path) -> Path:
     """Write an xarray Dataset as netCDF atomically: a killed run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _temporary(path)
     # compressed: metrics of a run are mostly smooth floats and NaN padding after divergence
     encoding = {name: {"zlib": True, "complevel": 4} for name, var in ds.data_vars.items()
                 if var.dtype.kind in "fiu" and var.ndim > 0}
