@@ -62,6 +62,39 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 
+def _train_method(args: argparse.Namespace) -> int:
+    """`train <method>`: run a registered method's prepare() (training, statistics) into its
+    cache, exactly as `run` would, so a later run starts at once."""
+    import shutil
+    import time
+
+    from bench import runner
+    from bench.config import CycleSettings, RunConfig
+    from bench.worlds import UnknownWorldError
+    from methods import UnknownMethodError, get_method
+
+    try:
+        method = get_method(args.what)()
+        cfg = RunConfig(world=args.world, methods=(args.what,), cycle=CycleSettings(days=1),
+                        threads=args.threads)
+        runner.preflight(cfg)
+    except (ValueError, UnknownWorldError, UnknownMethodError) as err:
+        raise UsageError(f"cannot train {args.what!r}: {err} (valid: emulator or a method "
+                         f"of `python -m bench methods`)") from None
+    if args.steps is not None:
+        raise UsageError(f"--steps applies to the emulator only; {args.what}'s training "
+                         f"settings are fields of the method (see `python -m bench methods`)")
+    s = runner.setup(cfg, progress=not args.quiet)
+    ctx = runner.training_context(s, method, progress=not args.quiet)
+    if args.retrain and ctx.cache_dir.exists():
+        shutil.rmtree(ctx.cache_dir)
+    start = time.perf_counter()
+    method.prepare(ctx)
+    print(f"{args.what}: prepared in {time.perf_counter() - start:.1f} s; cached in "
+          f"{ctx.cache_dir}")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -74,7 +107,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bench.worlds import UnknownWorldError, load_world
 
     if args.what != "emulator":
-        raise UsageError(f"cannot train {args.what!r} yet; valid: emulator")
+        return _train_method(args)
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
     try:
@@ -160,7 +193,8 @@ def run_config(args: argparse.Namespace):
                             spinup_cycles=args.spinup_cycles,
                             divergence_factor=args.divergence_factor,
                             forecast_every=args.forecast_every,
-                            forecast_hours=args.forecast_hours),
+                            forecast_hours=args.forecast_hours,
+                            history_update=args.history_update),
         device=args.device, threads=args.threads,
     )
 
@@ -175,6 +209,16 @@ def _report(ds, out, command: str) -> None:
     print(f"wrote {len(paths)} tables and figures under {out}")
 
 
+def _check_executor_flags(args: argparse.Namespace) -> None:
+    """--scheduler/--dask-workers belong to --executor dask, which needs exactly one of them."""
+    if args.executor == "dask":
+        from bench.dask_executor import check_flags
+
+        check_flags(args.scheduler, args.dask_workers)
+    elif args.scheduler is not None or args.dask_workers is not None:
+        raise UsageError("--scheduler and --dask-workers need --executor dask")
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from bench import runner
     from bench.store import command_line
@@ -183,16 +227,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = run_config(args)
     command = command_line()
+    executor = None
     try:
+        _check_executor_flags(args)
         runner.preflight(cfg)
         runner.check_output(Path(args.out), cfg, args.resume)
+        if args.executor == "dask":
+            from bench.dask_executor import connect
+
+            executor = connect(args.scheduler, args.dask_workers, cfg.device)
     except (ValueError, UnknownWorldError, UnknownMethodError) as err:
         raise UsageError(str(err)) from None
     try:
         ds = runner.run(cfg, args.out, resume=args.resume, progress=not args.quiet,
-                        command=command)
+                        command=command, executor=executor)
     except ValueError as err:  # bad input discovered while setting up (ERA5 store, FengWu graph)
         raise UsageError(str(err)) from None
+    finally:
+        if executor is not None:
+            executor.close()
     _report(ds, Path(args.out), command)
     # A diverged method is a result of the benchmark; a cell that raised is a failure of the run.
     return 1 if any(str(s) == "error" for s in ds["status"].values.ravel()) else 0
@@ -268,6 +321,30 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_timing(args: argparse.Namespace) -> int:
+    """One analysis per method at any grid with random weights: time, memory, kernel rates."""
+    import torch
+
+    from bench.store import command_line
+    from bench.timing_table import TimingSettings, format_for_terminal, run_timing
+
+    settings = TimingSettings(methods=args.methods, grid=args.grid, channels=args.channels,
+                              density=args.density, repeats=args.repeats, device=args.device,
+                              seed=args.seed)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads {args.threads} must be at least 1")
+        torch.set_num_threads(args.threads)
+    try:
+        table, paths = run_timing(settings, args.out, command_line(),
+                                  progress=None if args.quiet else print)
+    except ValueError as err:  # bad settings, or a grid that would not fit in memory
+        raise UsageError(str(err)) from None
+    print(format_for_terminal(table))
+    print("wrote", ", ".join(map(str, paths)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m bench",
@@ -285,8 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_prepare)
 
-    p = sub.add_parser("train", help="train (or reload from cache) a network: emulator")
-    p.add_argument("what", help="what to train: emulator")
+    p = sub.add_parser("train", help="train (or reload from cache) the emulator or a method")
+    p.add_argument("what", help="emulator, or a method that learns (vaevar, diffda, 3dvar)")
     p.add_argument("--world", default="heldsuarez-5.625", help="world name (see `worlds`)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: config)")
     p.add_argument("--retrain", action="store_true", help="ignore the cache and train again")
@@ -330,10 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forecast-every", type=int, default=0,
                    help="free forecasts from the analysis every N cycles (0: none)")
     p.add_argument("--forecast-hours", type=int, default=120, help="length of free forecasts")
+    p.add_argument("--history-update", default="increment",
+                   help="how the analysis enters the model's two input frames: increment (add "
+                        "x_a - x_b to both; default) or replace (x_a replaces the last frame)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     p.add_argument("--out", default="results/run", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    p.add_argument("--executor", default="local", choices=("local", "dask"),
+                   help="where cells run: local (this process) or dask (a Dask cluster)")
+    p.add_argument("--scheduler", default=None,
+                   help="address of a running dask scheduler, e.g. tcp://host:8786")
+    p.add_argument("--dask-workers", type=int, default=None,
+                   help="start a local Dask cluster of N worker processes instead")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_run)
 
@@ -357,6 +443,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="regenerate tables and figures from a run's metrics.nc")
     p.add_argument("run", help="the run folder")
     p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser("timing", help="time one analysis per method (random weights, any grid)")
+    p.add_argument("--methods", type=_comma_list(str, "--methods"),
+                   default=("3dvar", "vaevar", "diffda", "interp", "none"),
+                   help="comma list of methods (see `methods`)")
+    p.add_argument("--grid", default="32x64",
+                   help="latitudes x longitudes, e.g. 32x64, 181x360, 721x1440 (odd: with poles)")
+    p.add_argument("--channels", type=int, default=69, help="channels, 1..69 (FengWu's subset)")
+    p.add_argument("--density", type=float, default=0.01, help="observed fraction in (0, 1]")
+    p.add_argument("--repeats", type=int, default=5, help="timed analyses per method")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="seeds weights, states, observations")
+    p.add_argument("--out", default="results/timing/run", help="folder for timing.{md,csv,tex}")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_timing)
 
     p = sub.add_parser("methods", help="list the registered methods and their settings")
     p.set_defaults(func=_cmd_methods)

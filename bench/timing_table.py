@@ -1,0 +1,340 @@
+"""``python -m bench timing``: the cost of one analysis per method at any grid, as a table.
+
+Per method (built "untrained, for timing" by bench/timing_setup.py: networks of the configured
+size with random weights, synthetic 3DVar statistics) and device:
+- ``repeats`` analyses of one random background with grid-point observations ("columns"
+  sampling at ``density``), after one untimed warm-up: median and p90 wall time (s) and the
+  peak memory the analysis added (bytes; bench/timing.measure: CUDA max_memory_allocated, CPU
+  resident set size), the max over all calls;
+- its dominant kernel, timed alone, and its achieved rate against a measured device peak:
+  FLOP/s against a square matmul of the kernel's dtype, or bytes/s against a device copy.
+  FLOPs are those torch.utils.flop_counter counts (matmuls, convolutions, attention); FFTs and
+  elementwise work are not counted, so a fraction of peak is a lower bound.
+
+The cost of iterative methods depends on the iteration count, which does depend on the weights
+(VAE-Var's L-BFGS stops after a few iterations on a random decoder): ``evaluations`` reports
+it and ``seconds_per_evaluation`` the cost per cost-function / denoiser evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import statistics as stats
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import store
+from bench.observations import ObservationSettings, observe
+from bench.state import StateSpec
+from bench.timing import device_name, measure
+from bench.timing_setup import (
+    MAX_CHANNELS,
+    MemoryEstimate,
+    available_bytes,
+    estimate_memory,
+    synthetic_spec,
+    untrained,
+)
+from methods import get_method
+from methods.base import Assimilator, Background, Observations
+
+DEVICES = ("auto", "cpu", "cuda")
+#: Diagnostics that count the expensive evaluations of an analysis, per method.
+EVALUATIONS = {"3dvar": "iterations", "vaevar": "cost_evaluations", "diffda": "denoiser_calls"}
+#: Timed calls of the dominant kernel (median).
+KERNEL_REPEATS = 3
+GIB = 2.0**30
+MIB = 2.0**20
+
+
+@dataclasses.dataclass(frozen=True)
+class TimingSettings:
+    """What ``python -m bench timing`` measures (one row per method)."""
+
+    methods: tuple[str, ...] = ("3dvar", "vaevar", "diffda", "interp", "none")
+    grid: str = "32x64"
+    channels: int = MAX_CHANNELS
+    density: float = 0.01
+    repeats: int = 5
+    device: str = "auto"
+    seed: int = 0
+
+    def shape(self) -> tuple[int, int]:
+        """(nlat, nlon) from ``grid`` ("32x64"); ValueError naming the text otherwise."""
+        match = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", self.grid)
+        if not match or int(match[1]) < 2 or int(match[2]) < 4:
+            raise ValueError(f"--grid {self.grid!r} is not like 32x64 (latitudes x longitudes, "
+                             "at least 2x4)")
+        return int(match[1]), int(match[2])
+
+    def check(self) -> None:
+        """Raise a ValueError naming the first bad value (the CLI turns it into exit code 2)."""
+        if not self.methods:
+            raise ValueError("--methods is empty; give e.g. --methods 3dvar,none")
+        for name in self.methods:
+            get_method(name)  # UnknownMethodError (a ValueError) lists the valid names
+        self.shape()
+        if not 1 <= self.channels <= MAX_CHANNELS:
+            raise ValueError(f"--channels {self.channels} is outside 1..{MAX_CHANNELS}")
+        if not 0 < self.density <= 1:
+            raise ValueError(f"--density {self.density} is outside (0, 1]")
+        if self.repeats < 1:
+            raise ValueError(f"--repeats {self.repeats} must be at least 1")
+        resolve_device(self.device)
+
+
+def resolve_device(text: str) -> torch.device:
+    """auto -> cuda if available, else cpu; ValueError for other names or a missing GPU."""
+    if text not in DEVICES:
+        raise ValueError(f"--device {text!r} is not one of {', '.join(DEVICES)}")
+    if text == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available (use cpu or auto)")
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(text)
+
+
+# ----------------------------------------------------------------------------- device peaks
+def _seconds(fn: Callable[[], object], device: torch.device, repeats: int,
+             best: bool = False) -> float:
+    """Median (or, for peaks, the best) wall time of ``repeats`` calls after a warm-up."""
+    fn()  # warm-up: first-call allocations, lazy initialisation, kernel selection
+    times = [measure(fn, device)[1].seconds for _ in range(repeats)]
+    return min(times) if best else stats.median(times)
+
+
+def device_peaks(device: torch.device) -> dict[str, float]:
+    """Measured peaks: {"float32", "float64": matmul FLOP/s, "bytes": copy bytes/s}, the best
+    of several calls (a peak; on a shared machine the median would measure the neighbours).
+
+    CPU: a 1024 × 1024 matmul and a 256 MiB copy (cheap: well under a second on one thread).
+    CUDA: 8192 × 8192 (float32) and 4096 × 4096 (float64) matmuls and a 1 GiB copy, large
+    enough to reach the device's sustained rates.
+    """
+    cuda = device.type == "cuda"
+    peaks = {}
+    for dtype, n in ((torch.float32, 8192 if cuda else 1024), (torch.float64,
+                                                               4096 if cuda else 1024)):
+        a = torch.randn(n, n, dtype=dtype, device=device)
+        b = torch.randn(n, n, dtype=dtype, device=device)
+        peaks[str(dtype).removeprefix("torch.")] = 2.0 * n**3 / _seconds(
+            lambda a=a, b=b: a @ b, device, 10, best=True)
+        del a, b
+    nbytes = (GIB if cuda else 256 * MIB)
+    src = torch.empty(int(nbytes) // 4, dtype=torch.float32, device=device).fill_(1.0)
+    dst = torch.empty_like(src)
+    # a copy reads and writes every byte once
+    peaks["bytes"] = 2.0 * nbytes / _seconds(lambda: dst.copy_(src), device, 5, best=True)
+    return peaks
+
+
+# ----------------------------------------------------------------------------- kernels
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """The dominant kernel of a method: ``fn()`` does one call; ``unit`` is "FLOP" (compare
+    with the matmul peak of ``dtype``) or "B" (bytes moved, compare with the copy peak)."""
+
+    label: str
+    fn: Callable[[], object]
+    unit: str
+    dtype: str = "float32"
+    work: float | None = None  # bytes per call for unit "B"; FLOPs are counted
+
+
+def dominant_kernel(name: str, method: Assimilator, background: Background,
+                    obs: Observations) -> Kernel:
+    """The kernel that dominates ``name``'s analysis, as a callable on the same data."""
+    x_b = background.x_b
+    if name == "3dvar":
+        b = method.b_matrix
+        w = torch.randn(b.shape_w, dtype=torch.float64, device=x_b.device)
+        return Kernel("U and Uᵀ (SHT pair)", lambda: b.u_adjoint(b.u(w)), "FLOP", "float64")
+    if name == "vaevar":
+        decoder = method.decoder
+        dtype = method.scale.dtype
+        w = torch.randn(1, *method._latent_shape, dtype=dtype, device=x_b.device,
+                        requires_grad=True)
+
+        def decode_and_gradient():
+            # backward(), not autograd.grad: the FLOP counter's module hooks reject the latter
+            w.grad = None
+            with torch.enable_grad():
+                decoder(w).square().sum().backward()
+            return w.grad
+
+        return Kernel("decoder D(w) + gradient", decode_and_gradient, "FLOP",
+                      str(dtype).removeprefix("torch."))
+    if name == "diffda":
+        denoiser, _ = method.denoiser(background.lead_hours)
+        z = torch.randn(1, *x_b.shape, device=x_b.device)
+        x_hat = x_b[None].float()
+        t = torch.full((1,), 500, dtype=torch.long, device=x_b.device)
+
+        def call():
+            with torch.no_grad():
+                return denoiser(z, t, x_hat)
+
+        return Kernel("one denoiser call", call, "FLOP", "float32")
+    if name == "interp":
+        # the kernel-weighted sums are most of its work; the distance kernel itself is
+        # elementwise (not counted), so its FLOP rate is a lower bound
+        return Kernel("whole analysis (kernel sums)", lambda: method.analyse(background, obs),
+                      "FLOP", "float64")
+    return Kernel("copy of x_b", lambda: x_b.clone(), "B",
+                  work=2.0 * x_b.numel() * x_b.element_size())
+
+
+def kernel_rate(kernel: Kernel, device: torch.device, peaks: dict[str, float]
+                ) -> dict[str, float | str]:
+    """Median seconds of one kernel call, its work, achieved rate and fraction of peak."""
+    if kernel.unit == "FLOP":
+        with FlopCounterMode(display=False) as counter:
+            kernel.fn()
+        work = float(counter.get_total_flops())
+        peak = peaks[kernel.dtype]
+    else:
+        work, peak = float(kernel.work), peaks["bytes"]
+    seconds = _seconds(kernel.fn, device, KERNEL_REPEATS)
+    achieved = work / seconds if seconds > 0 else float("nan")
+    return {"kernel": kernel.label, "kernel_s": seconds, "kernel_work": work,
+            "kernel_unit": kernel.unit, "achieved_per_s": achieved,
+            "device_peak_per_s": peak, "fraction_of_peak": achieved / peak}
+
+
+# ----------------------------------------------------------------------------- one method
+def synthetic_case(spec: StateSpec, density: float, device: torch.device, seed: int
+                   ) -> tuple[Background, Observations]:
+    """A random background (history of 2 frames) and "columns" observations of a random
+    truth at ``density``, 1 % noise: what a cycle would hand a method, without a world."""
+    g = torch.Generator().manual_seed(seed)
+    fields = torch.randn(3, *spec.shape, generator=g).to(device)
+    background = Background(fields[1], fields[:2], np.datetime64("2001-01-01"), 6, 0)
+    obs = observe(fields[2], spec, ObservationSettings(density=density, seed=seed), cycle=0)
+    return background, obs
+
+
+def time_method(name: str, spec: StateSpec, background: Background, obs: Observations,
+                device: torch.device, repeats: int, peaks: dict[str, float], seed: int = 0
+                ) -> dict:
+    """One row of the timing table for method ``name`` (see the module docstring)."""
+    method = untrained(name, spec, device, seed)
+
+    def analyse():
+        return method.analyse(background, obs)
+
+    _, warm = measure(analyse, device)
+    runs = [measure(analyse, device)[1] for _ in range(repeats)]
+    seconds = [m.seconds for m in runs]
+    evaluations = method.diagnostics().get(EVALUATIONS.get(name, ""), float("nan"))
+    median = stats.median(seconds)
+    row = {
+        "method": name,
+        "median_s": median,
+        "p90_s": float(np.percentile(seconds, 90)),
+        "peak_mem_mib": max(m.peak_bytes for m in [warm, *runs]) / MIB,
+        "evaluations": float(evaluations),
+        "seconds_per_evaluation": median / evaluations if evaluations else float("nan"),
+    }
+    row.update(kernel_rate(dominant_kernel(name, method, background, obs), device, peaks))
+    return row
+
+
+# ----------------------------------------------------------------------------- the command
+def check_memory(settings: TimingSettings, spec: StateSpec, n_obs: int,
+                 device: torch.device) -> dict[str, MemoryEstimate]:
+    """{method: estimate}; ValueError if one would exceed the memory available now.
+
+    Methods run one after another and are freed in between, so each must fit on its own.
+    """
+    estimates = {name: estimate_memory(name, spec, n_obs) for name in settings.methods}
+    available = available_bytes(device)
+    too_big = {n: e.total for n, e in estimates.items() if e.total > available}
+    if too_big:
+        worst = ", ".join(f"{n} ≈ {b / GIB:.1f} GiB" for n, b in too_big.items())
+        where = "GPU memory free" if device.type == "cuda" else "RAM available"
+        raise ValueError(f"refusing --grid {settings.grid} with {settings.channels} channels on "
+                         f"{device.type}: estimated peak memory {worst} exceeds the "
+                         f"{available / GIB:.1f} GiB of {where}; leave those methods out or "
+                         "use a smaller grid")
+    return estimates
+
+
+def timing_table(settings: TimingSettings, progress: Callable[[str], None] | None = None
+                 ) -> tuple[pd.DataFrame, str]:
+    """Measure every method of ``settings``; (table with one row per method, device name).
+
+    Raises ValueError for bad settings or a run that would not fit in memory, before any
+    method is built.
+    """
+    settings.check()
+    device = resolve_device(settings.device)
+    nlat, nlon = settings.shape()
+    spec = synthetic_spec(nlat, nlon, settings.channels)
+    # "columns" sampling observes all C channels at round(density · H · W) points (≥ 1);
+    # checked before the states exist: at 0.25° they alone are ~1 GB
+    n_obs = settings.channels * max(1, round(settings.density * nlat * nlon))
+    estimates = check_memory(settings, spec, n_obs, device)
+    background, obs = synthetic_case(spec, settings.density, device, settings.seed)
+    peaks = device_peaks(device)
+    rows = []
+    for name in settings.methods:
+        if progress:
+            progress(f"timing {name} at {nlat}x{nlon}x{settings.channels} on {device.type} …")
+        row = time_method(name, spec, background, obs, device, settings.repeats, peaks,
+                          settings.seed)
+        row["est_analysis_mib"] = estimates[name].analysis / MIB
+        row["est_total_mib"] = estimates[name].total / MIB
+        rows.append(row)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    table = pd.DataFrame(rows)
+    name = device_name(device)
+    table.insert(1, "device", name)
+    table.insert(2, "grid", f"{nlat}x{nlon} {spec.grid}")
+    table.insert(3, "channels", settings.channels)
+    table.insert(4, "observations", len(obs))
+    table.insert(5, "repeats", settings.repeats)
+    return table, name
+
+
+def notes(settings: TimingSettings, device: str) -> str:
+    """The text above the Markdown table: what was measured and how."""
+    return (
+        f"One analysis per method on {device}: {settings.channels} of FengWu's channels "
+        "(surface, then whole levels from 500, 850, 250 hPa …; bench/timing_setup.py), "
+        f"observations at density {settings.density:g} ('columns': all channels at the chosen "
+        "points). Networks of each method's default size with random weights, synthetic 3DVar "
+        "statistics (python -m bench timing never trains). Times: median and p90 of "
+        f"{settings.repeats} analyses after one warm-up; peak_mem_mib: the largest memory an "
+        "analysis added (CUDA: max_memory_allocated; CPU: resident set size); est_analysis_mib: "
+        "its estimate; est_total_mib: the estimate with the method's tables/weights and the "
+        "process, used to refuse runs that would not fit. evaluations: L-BFGS iterations "
+        "(3dvar), cost evaluations (vaevar; a random decoder stops L-BFGS early, so compare "
+        "seconds_per_evaluation), denoiser calls (diffda). Kernel columns: the dominant "
+        "kernel timed alone; its work in FLOP (matmuls/convolutions/attention counted by "
+        "torch.utils.flop_counter; FFTs and elementwise work are not, so fractions are lower "
+        "bounds) or bytes moved; device_peak_per_s: a measured matmul of the kernel's dtype or "
+        "a device copy (the copy's buffer is far larger than caches; a small kernel working "
+        "in cache can exceed it).")
+
+
+def run_timing(settings: TimingSettings, out: str | Path, command: str,
+               progress: Callable[[str], None] | None = None) -> tuple[pd.DataFrame, list[Path]]:
+    """Measure, then write ``timing.{md,csv,tex}`` under ``out``; nothing is written on error."""
+    table, device = timing_table(settings, progress)
+    title = f"Analysis cost per method ({settings.grid}, {settings.channels} channels)"
+    paths = store.write_table(table, out, "timing", title, command, notes(settings, device))
+    return table, paths
+
+
+def format_for_terminal(table: pd.DataFrame) -> str:
+    """The headline columns, readable: method, median/p90 (s), peak MiB, kernel rate."""
+    cols = ["method", "median_s", "p90_s", "peak_mem_mib", "est_analysis_mib", "evaluations",
+            "kernel", "achieved_per_s", "fraction_of_peak"]
+    return table[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}")

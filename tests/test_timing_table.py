@@ -1,0 +1,100 @@
+"""``python -m bench timing``: every method at a tiny grid, the three table files, bad input."""
+
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.cli import main
+from bench.timing_setup import estimate_memory, synthetic_spec, timing_channels, untrained
+from methods import METHODS
+
+COLUMNS = ["method", "device", "grid", "channels", "observations", "repeats", "median_s",
+           "p90_s", "peak_mem_mib", "evaluations", "seconds_per_evaluation", "kernel",
+           "kernel_s", "kernel_work", "kernel_unit", "achieved_per_s", "device_peak_per_s",
+           "fraction_of_peak", "est_analysis_mib", "est_total_mib"]
+
+
+def test_timing_runs_every_method_and_writes_three_tables(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "timing"
+    # 9 latitudes: an odd count gives the equiangular grid with poles (ERA5's kind)
+    args = ["timing", "--methods", ",".join(METHODS), "--grid", "9x16", "--channels", "8",
+            "--repeats", "2", "--device", "cpu", "--out", str(out), "-q"]
+    monkeypatch.setattr(sys, "argv", ["bench", *args])  # the command the tables record
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert all(name in printed for name in METHODS)
+    table = pd.read_csv(out / "timing.csv", comment="#")
+    assert list(table.columns) == COLUMNS
+    assert list(table["method"]) == list(METHODS)
+    assert (table["grid"] == "9x16 equiangular").all() and (table["channels"] == 8).all()
+    assert (table["observations"] == 8 * round(0.01 * 9 * 16)).all()
+    assert (table["median_s"] > 0).all() and (table["p90_s"] >= table["median_s"]).all()
+    assert (table["achieved_per_s"] > 0).all() and (table["device_peak_per_s"] > 0).all()
+    assert table.set_index("method").loc["diffda", "evaluations"] == 75  # the default 40/5/2
+    md = (out / "timing.md").read_text()
+    assert "python -m bench timing" in md and "--grid 9x16" in md
+    assert md.count("\n| ") == len(METHODS) + 1  # header + one row per method
+    tex = (out / "timing.tex").read_text()
+    assert tex.startswith("% python -m bench timing") and "\\begin{tabular}" in tex
+    assert (out / "timing.csv").read_text().startswith("# python -m bench timing")
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--methods", "nosuch"], "unknown method 'nosuch'"),
+    (["--grid", "32by64"], "--grid '32by64'"),
+    (["--grid", "1x64"], "--grid '1x64'"),
+    (["--channels", "0"], "--channels 0 is outside 1..69"),
+    (["--channels", "70"], "--channels 70 is outside 1..69"),
+    (["--density", "0"], "--density 0.0 is outside (0, 1]"),
+    (["--density", "1.5"], "--density 1.5 is outside (0, 1]"),
+    (["--repeats", "0"], "--repeats 0"),
+    (["--device", "tpu"], "--device 'tpu'"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra, expected):
+    out = tmp_path / "timing"
+    assert main(["timing", "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err, err
+    assert err.count("\n") == 0
+    assert not out.exists()
+
+
+def test_refuses_a_grid_that_cannot_fit(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("bench.timing_table.available_bytes", lambda device: 1e9)
+    out = tmp_path / "timing"
+    assert main(["timing", "--methods", "3dvar", "--grid", "721x1440", "--device", "cpu",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "refusing --grid 721x1440" in err and "3dvar" in err and err.count("\n") == 0
+    assert not out.exists()
+
+
+def test_channel_subsets_keep_fengwu_order_and_wind_pairs():
+    assert len(timing_channels(69)) == 69
+    assert timing_channels(6) == ("u10", "v10", "t2m", "msl", "u500", "v500")
+    assert timing_channels(10) == ("u10", "v10", "t2m", "msl", "z500", "q500", "u500", "u850",
+                                   "v500", "t500")
+
+
+def test_untrained_methods_analyse_at_any_grid():
+    """The synthetic internals fit the grid: each method returns a finite (C, H, W) analysis
+    that differs from the background where it should (all but ``none``)."""
+    from bench.timing_table import synthetic_case
+
+    spec = synthetic_spec(10, 20, 5)
+    background, obs = synthetic_case(spec, 0.05, torch.device("cpu"), seed=1)
+    for name in METHODS:
+        x_a = untrained(name, spec).analyse(background, obs)
+        assert x_a.shape == spec.shape and torch.isfinite(x_a).all(), name
+        assert torch.equal(x_a, background.x_b) == (name == "none"), name
+
+
+def test_memory_estimate_grows_with_the_grid():
+    small, large = synthetic_spec(32, 64), synthetic_spec(721, 1440)
+    for name in METHODS:
+        a, b = estimate_memory(name, small, 1380), estimate_memory(name, large, 718_000)
+        assert 0 < a.total < b.total, name
+    # the 3DVar Legendre tables alone at 0.25°: 6 × 8 B × 361 × 361 × 721 ≈ 4.5 GB
+    assert estimate_memory("3dvar", large, 0).model == pytest.approx(6 * 8 * 361**2 * 721)
