@@ -8,6 +8,7 @@ working.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -196,7 +197,25 @@ def run_config(args: argparse.Namespace):
                             forecast_hours=args.forecast_hours,
                             history_update=args.history_update),
         device=args.device, threads=args.threads,
+        method_settings=method_settings(args.set),
     )
+
+
+def method_settings(items: list[str] | None) -> dict[str, dict]:
+    """``--set METHOD.FIELD=VALUE`` items -> {method: {field: value}}. VALUE is read as JSON
+    (numbers, true/false, lists) and otherwise kept as a string."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        name, dot, field = key.partition(".")
+        if not (sep and dot and name and field):
+            raise UsageError(f"--set {item!r} is not METHOD.FIELD=VALUE, e.g. --set vaevar.lam=4e4")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(name, {})[field] = value
+    return out
 
 
 def _report(ds, out, command: str) -> None:
@@ -225,10 +244,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from bench.worlds import UnknownWorldError
     from methods import UnknownMethodError
 
-    cfg = run_config(args)
     command = command_line()
     executor = None
     try:
+        cfg = run_config(args)
         _check_executor_flags(args)
         runner.preflight(cfg)
         runner.check_output(Path(args.out), cfg, args.resume)
@@ -407,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--forecast-every", type=int, default=0,
                    help="free forecasts from the analysis every N cycles (0: none)")
     p.add_argument("--forecast-hours", type=int, default=120, help="length of free forecasts")
+    p.add_argument("--set", action="append", metavar="METHOD.FIELD=VALUE",
+                   help="a method hyper-parameter for this run (repeatable), e.g. "
+                        "--set vaevar.lam=40000 --set diffda.steps=300")
     p.add_argument("--history-update", default="increment",
                    help="how the analysis enters the model's two input frames: increment (add "
                         "x_a - x_b to both; default) or replace (x_a replaces the last frame)")

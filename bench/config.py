@@ -86,6 +86,8 @@ class RunConfig:
         cycle: the cycling protocol.
         device: "auto", "cpu" or "cuda".
         threads: torch threads on CPU.
+        method_settings: non-default hyper-parameters per method, {method: {field: value}}
+            (``--set vaevar.lam=40000``); every cell of that method uses them.
     """
 
     world: str = "heldsuarez-5.625"
@@ -100,6 +102,7 @@ class RunConfig:
     cycle: CycleSettings = CycleSettings()
     device: str = "auto"
     threads: int = 2
+    method_settings: dict = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
         """Raise ValueError with the offending value and the fix for any bad setting."""
@@ -138,6 +141,10 @@ class RunConfig:
                 raise ValueError(f"--model fengwu needs {', '.join(missing)}")
         if self.threads < 1:
             raise ValueError(f"--threads {self.threads} must be >= 1")
+        for name in self.method_settings:
+            if name not in self.methods:
+                raise ValueError(f"--set {name}.…: {name!r} is not in --methods "
+                                 f"{','.join(self.methods)}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -36,7 +36,6 @@ from bench import runner
 from bench.config import RunConfig
 from bench.runner import RunError, Setup
 from bench.timing import device_name
-from methods import get_method
 
 #: seconds to wait for ``--scheduler`` before giving up with a one-line error
 CONNECT_TIMEOUT_S = 10.0
@@ -69,7 +68,7 @@ def warm_up(cfg_json: str, factory: SetupFactory) -> dict[str, str]:
     s = worker_setup(cfg_json, factory)
     for name in cfg.methods:
         for seed in cfg.seeds:
-            method = get_method(name)(seed=seed)
+            method = runner.build_method(cfg, name, seed)
             try:
                 method.prepare(runner.training_context(s, method, progress=False))
             except Exception:  # noqa: BLE001 - the cell reports it, with its traceback

@@ -64,6 +64,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def build_method(cfg: RunConfig, name: str, seed: int = 0):
+    """The registered method ``name`` with the run's settings for it (``--set``) and ``seed``.
+
+    Raises ValueError naming the setting when a field does not exist or its value is invalid.
+    """
+    cls = get_method(name)
+    settings = dict(cfg.method_settings.get(name, {}))
+    fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}
+    unknown = sorted(set(settings) - fields)
+    if unknown:
+        raise ValueError(f"--set {name}.{unknown[0]}: {cls.__name__} has no field "
+                         f"{unknown[0]!r}; its fields are {', '.join(sorted(fields))}")
+    try:
+        return cls(seed=seed, **settings)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"--set {name}: {err}") from None
+
+
 def cell_name(method: str, density: float, seed: int) -> str:
     return f"{method}__{density:g}__{seed}"
 
@@ -216,7 +234,7 @@ def preflight(cfg: RunConfig) -> None:
 
     cfg.validate()
     for name in cfg.methods:
-        get_method(name)
+        build_method(cfg, name)
     load_world(cfg.world, **({"path": cfg.era5_path} if cfg.era5_path else {}))
     if cfg.forecast.kind == "fengwu":
         for flag, value in (("--fengwu-onnx", cfg.forecast.fengwu_onnx),
@@ -241,7 +259,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     else:
         cfg.validate()
         for name in cfg.methods:
-            get_method(name)
+            build_method(cfg, name)
     out = Path(out)
     check_output(out, cfg, resume)
     log = out / "log.txt"
@@ -311,7 +329,7 @@ def run_cell(cfg: RunConfig, s: Setup, out: str | Path, key: tuple[str, float, i
 
 def _run_cell(cfg: RunConfig, s: Setup, key, progress: bool, log: Path) -> xr.Dataset:
     method_name, density, seed = key
-    method = get_method(method_name)(seed=seed)
+    method = build_method(cfg, method_name, seed)
     label = cell_name(*key)
     try:
         method.prepare(training_context(s, method, progress))

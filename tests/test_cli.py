@@ -3,6 +3,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from bench.cli import main
 
 
@@ -54,3 +56,38 @@ def test_run_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, i
         assert expected in err, (extra, err)
         assert err.count("\n") == 0, err
     assert not out.exists() and not isolated_cache.exists()
+
+
+# ----------------------------------------------------------------------------- --set
+def test_set_gives_a_method_a_hyper_parameter_for_the_run():
+    from bench.cli import method_settings
+    from bench.config import RunConfig
+    from bench.runner import build_method
+
+    settings = method_settings(["vaevar.lam=4e4", "diffda.steps=300", "vaevar.widths=[8,8,8]",
+                                "3dvar.solver=cg"])
+    assert settings == {"vaevar": {"lam": 4e4, "widths": [8, 8, 8]}, "diffda": {"steps": 300},
+                        "3dvar": {"solver": "cg"}}
+    cfg = RunConfig(methods=("vaevar", "diffda", "3dvar"), method_settings=settings)
+    cfg.validate()
+    vaevar = build_method(cfg, "vaevar", seed=3)
+    assert (vaevar.lam, vaevar.widths, vaevar.seed) == (4e4, (8, 8, 8), 3)
+    assert build_method(cfg, "3dvar").solver == "cg"
+    assert build_method(cfg, "none").seed == 0  # no settings: the defaults
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("vaevar.lambda=3", "VAEVar has no field 'lambda'"),
+    ("vaevar.lam=-1", "lam = -1"),
+    ("interp.scale=1", "'interp' is not in --methods"),
+    ("lam=3", "is not METHOD.FIELD=VALUE"),
+])
+def test_bad_set_is_one_line_and_exit_2(tmp_path, capsys, flag, message):
+    from bench.cli import main
+
+    out = tmp_path / "run"
+    code = main(["run", "--methods", "none,vaevar", "--set", flag, "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
