@@ -98,6 +98,8 @@ class Setup:
     start: FirstBackground
     climatology: torch.Tensor
     device: torch.device
+    #: wall seconds of each setup stage (world, forecast model, first background), for log.txt
+    stage_seconds: dict = dataclasses.field(default_factory=dict)
 
 
 def load_model(cfg: RunConfig, world, device: torch.device, progress: bool):
@@ -136,12 +138,17 @@ def setup(cfg: RunConfig, progress: bool = True) -> Setup:
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
     overrides = {"path": cfg.era5_path} if cfg.era5_path else {}
+    seconds, t0 = {}, time.perf_counter()
     world = load_world(cfg.world, **overrides)
     print(world.prepare(progress=progress))
+    seconds["world"], t0 = time.perf_counter() - t0, time.perf_counter()
     model, key = load_model(cfg, world, device, progress)
+    seconds["forecast model"], t0 = time.perf_counter() - t0, time.perf_counter()
     truth = TruthWindow(world.period("test"), world.spec, device)
     start = first_background(model, truth, cfg.cycle)
-    return Setup(world, model, key, truth, start, climatology(world).to(device), device)
+    clim = climatology(world).to(device)
+    seconds["truth window and first background"] = time.perf_counter() - t0
+    return Setup(world, model, key, truth, start, clim, device, seconds)
 
 
 def training_context(s: Setup, method, progress: bool) -> TrainingContext:
@@ -270,6 +277,9 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
         info = executor.start(cfg, progress)
     store.write_json(out / "config.json", cfg.to_json())
     store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start: {command}")
+    if executor is None and s.stage_seconds:
+        store.append_log(log, "setup: " + ", ".join(
+            f"{stage} {sec:.1f} s" for stage, sec in s.stage_seconds.items()))
     cells: dict[tuple[str, float, int], xr.Dataset] = {}
     todo = []
     for key in grid(cfg):
@@ -331,12 +341,15 @@ def _run_cell(cfg: RunConfig, s: Setup, key, progress: bool, log: Path) -> xr.Da
     method_name, density, seed = key
     method = build_method(cfg, method_name, seed)
     label = cell_name(*key)
+    t0 = time.perf_counter()
     try:
         method.prepare(training_context(s, method, progress))
+        t_prepare, t0 = time.perf_counter() - t0, time.perf_counter()
         obs = ObservationSettings(density=density, sampling=cfg.obs_sampling,
                                   noise_fraction=cfg.obs_noise, redraw=cfg.obs_redraw, seed=seed)
         result = run_cycles(method, s.model, s.truth, s.start, obs, cfg.cycle, s.climatology,
                             progress=progress, label=label)
+        stages = f" (prepare {t_prepare:.1f} s, cycles {time.perf_counter() - t0:.1f} s)"
     except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
         result = CellResult.empty(cfg.cycle.cycles, len(s.truth.spec.channels))
         result.status, result.diverged_cycle = "error", 0
@@ -346,11 +359,11 @@ def _run_cell(cfg: RunConfig, s: Setup, key, progress: bool, log: Path) -> xr.Da
     else:
         if result.status != "ok":
             store.append_log(log, f"cell {label}: {result.status} at cycle "
-                                  f"{result.diverged_cycle}: {result.reason}")
+                                  f"{result.diverged_cycle}: {result.reason}{stages}")
             print(f"cell {label} {result.status} at cycle {result.diverged_cycle}: "
                   f"{result.reason}")
         else:
-            store.append_log(log, f"cell {label}: ok")
+            store.append_log(log, f"cell {label}: ok{stages}")
     return cell_dataset(result, s, cfg)
 
 

@@ -1,6 +1,7 @@
 """The grid runner: results layout, identical observations, resume, config checks."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -121,3 +122,14 @@ def test_every_method_sees_identical_observations_and_tables_regenerate_identica
     before = {p: p.read_bytes() for p in first}
     again = write_tables(xr.load_dataset(out / "metrics.nc"), out, "cmd")
     assert {p: p.read_bytes() for p in again} == before
+
+
+def test_log_times_each_stage(tmp_path):
+    """log.txt says how long setup's stages, each method's prepare and its cycles took."""
+    cfg = RunConfig(methods=("none",), densities=(0.05,), cycle=CycleSettings(days=1))
+    s = prepared(cfg)
+    s.stage_seconds.update({"world": 1.25, "forecast model": 2.5})
+    runner.run(cfg, tmp_path / "run", progress=False, prepared=s)
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "setup: world 1.2 s, forecast model 2.5 s" in log
+    assert re.search(r"cell none__0.05__0: ok \(prepare \d+\.\d s, cycles \d+\.\d s\)", log), log
