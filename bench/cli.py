@@ -340,6 +340,20 @@ def _cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    """Several runs (a settings sweep) -> one table of skill and time per analysis."""
+    from bench.compare import compare_runs, write_comparison
+    from bench.store import command_line
+
+    try:
+        paths = write_comparison(args.runs, args.out, command_line())
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    print(compare_runs(args.runs).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print("wrote", ", ".join(map(str, paths)))
+    return 0
+
+
 def _cmd_timing(args: argparse.Namespace) -> int:
     """One analysis per method at any grid with random weights: time, memory, kernel rates."""
     import torch
@@ -465,6 +479,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="regenerate tables and figures from a run's metrics.nc")
     p.add_argument("run", help="the run folder")
     p.set_defaults(func=_cmd_tables)
+
+    p = sub.add_parser("compare", help="one skill/time table from several runs (a sweep)")
+    p.add_argument("runs", nargs="+", help="run folders, e.g. made with different --set values")
+    p.add_argument("--out", required=True, help="folder for comparison.{md,csv,tex}")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("timing", help="time one analysis per method (random weights, any grid)")
     p.add_argument("--methods", type=_comma_list(str, "--methods"),

@@ -255,7 +255,8 @@ def estimate_memory(name: str, spec: StateSpec, n_obs: int) -> MemoryEstimate:
     against CPU measurements at 32 × 64 and 91 × 180 and rounded up):
         none     analysis: 1 f32 (the clone)
         interp   analysis: 8 f64 + the kernel blocks (≤ 2²⁴ entries × 8 temporaries × 8 B)
-        3dvar    model: the four SHTs' Legendre tables, 8 B × mmax × lmax × nlat × 6;
+        3dvar    model: the four SHTs' Legendre tables, 8 B × mmax × lmax × nlat × 6, and
+                 the two fused wind tables of legendre.Winds, 8 B × mmax × nlat² × 2;
                  analysis: 24 f64 (the cost's autograd graph) + (2 × history + 6) control
                  vectors w in float64 (L-BFGS memory)
         vaevar   model: decoder weights; analysis: decoder activations × 3 (forward, saved
@@ -279,7 +280,7 @@ def estimate_memory(name: str, spec: StateSpec, n_obs: int) -> MemoryEstimate:
         groups, _, _ = layout(spec)
         n_coef = 2 * lmax * mmax  # upper bound on the real spectral coefficients
         w_bytes = 8.0 * sum(g.size for g in groups) * n_coef
-        return MemoryEstimate(8.0 * mmax * lmax * h * 6,
+        return MemoryEstimate(8.0 * mmax * lmax * h * 6 + 8.0 * mmax * h * h * 2,
                               24 * f64 + (2 * method.history_size + 6) * w_bytes, base)
     if name == "vaevar":
         vae = VAE((c, h, w), method.latent_channels, method.widths, method.downsamplings)

@@ -96,5 +96,15 @@ def test_memory_estimate_grows_with_the_grid():
     for name in METHODS:
         a, b = estimate_memory(name, small, 1380), estimate_memory(name, large, 718_000)
         assert 0 < a.total < b.total, name
-    # the 3DVar Legendre tables alone at 0.25°: 6 × 8 B × 361 × 361 × 721 ≈ 4.5 GB
-    assert estimate_memory("3dvar", large, 0).model == pytest.approx(6 * 8 * 361**2 * 721)
+    # 3DVar's resident tables: the estimate equals the bytes the real objects hold
+    from methods.threedvar.legendre import Synthesis, Winds
+    from methods.threedvar.spectral import Transforms
+
+    for nlat, nlon in ((32, 64), (33, 64)):
+        spec = synthetic_spec(nlat, nlon)
+        t = Transforms(spec.grid, nlat, nlon)
+        winds = Winds(t)
+        Synthesis(t)  # shares isht's table (a view): nothing of its own
+        tables = [t.sht.weights, t.isht.pct, t.vsht.weights, t.ivsht.dpct, winds.a, winds.b]
+        held = sum(x.numel() * 8 for x in tables)  # float64
+        assert estimate_memory("3dvar", spec, 0).model == pytest.approx(held), (nlat, nlon)

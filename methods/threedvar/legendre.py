@@ -63,7 +63,7 @@ class Synthesis:
     def __init__(self, t: Transforms):
         self.nlon, self.mmax = t.nlon, t.mmax
         self.p = t.isht.pct.to(torch.float64)  # (M, H, L)
-        self.p_t = self.p.transpose(1, 2).contiguous()  # (M, L, H)
+        self.p_t = self.p.transpose(1, 2)  # (M, L, H): a view, BLAS reads it transposed
         self.c = _fourier_weights(t.nlon, t.mmax, torch.float64, self.p.device)
         self.keep_im = _real_parts(t.nlon, t.mmax, torch.float64, self.p.device)
 
@@ -88,8 +88,8 @@ class Winds:
         d = t.ivsht.dpct.to(torch.float64)  # (2, M, H, L)
         self.a = torch.einsum("mhl,mlk->mhk", d[0], q)  # (M, H, H)
         self.b = torch.einsum("mhl,mlk->mhk", d[1], q)
-        self.a_t = self.a.transpose(1, 2).contiguous()
-        self.b_t = self.b.transpose(1, 2).contiguous()
+        # transposes as views (no copies: at 721 × 1440 each (M, H, H) table is 1.5 GB)
+        self.a_t, self.b_t = self.a.transpose(1, 2), self.b.transpose(1, 2)
         self.c = _fourier_weights(t.nlon, t.mmax, torch.float64, q.device)
         self.keep_im = _real_parts(t.nlon, t.mmax, torch.float64, q.device)
 

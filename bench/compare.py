@@ -1,0 +1,68 @@
+"""Several runs -> one skill/cost table: sweeps over a method's settings (``--set``).
+
+A sweep is a set of run directories that differ in a method's hyper-parameters, e.g. DiffDA's
+sampling steps. Each (run, method, density) becomes one row labelled with the run's
+``--set`` values for that method, with the analysis RMSE after spin-up of the headline
+channels (mean over cycles and seeds, as the skill table computes it) next to the median time
+per analysis — the trade-off a reader wants in one table. Reads metrics.nc and config.json
+only, like bench/tables.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import xarray as xr
+
+from bench import store
+from bench.tables import HEADLINE, skill_numbers, timing_numbers
+
+
+def settings_label(config: dict, method: str) -> str:
+    """The run's non-default settings of ``method`` as ``a=1, b=2`` ("defaults" if none)."""
+    settings = config.get("method_settings", {}).get(method, {})
+    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
+
+
+def compare_runs(runs: list[str | Path], channels: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
+    """One row per (run, method, density): settings, status, RMSE per channel, time.
+
+    Columns: run, method, settings, density, status, diverged_cycle, <channel>_analysis (mean
+    analysis RMSE after spin-up, the Dataset's units; NaN when diverged), median_seconds,
+    p90_seconds.
+    """
+    rows = []
+    for run in runs:
+        run = Path(run)
+        metrics, config_path = run / "metrics.nc", run / "config.json"
+        if not metrics.exists() or not config_path.exists():
+            raise ValueError(f"{run} is not a finished run directory (no metrics.nc or "
+                             f"config.json); pass directories written by `python -m bench run`")
+        config = json.loads(config_path.read_text())
+        with xr.open_dataset(metrics) as ds:
+            chans = tuple(c for c in channels if c in set(ds["channel"].values.tolist()))
+            skill = skill_numbers(ds.load(), channels=chans)
+            timing = timing_numbers(ds)
+        merged = skill.merge(timing, on=["method", "density"])
+        for _, r in merged.iterrows():
+            row = {"run": run.name, "method": r["method"],
+                   "settings": settings_label(config, r["method"]), "density": r["density"],
+                   "status": r["status"], "diverged_cycle": r["diverged_cycle"]}
+            row.update({f"{c}_analysis": r[f"{c}_analysis_mean"] for c in chans})
+            row.update(median_seconds=r["median_seconds"], p90_seconds=r["p90_seconds"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_comparison(runs: list[str | Path], out: str | Path, command: str,
+                     channels: tuple[str, ...] = HEADLINE) -> list[Path]:
+    """compare_runs as ``comparison.{md,csv,tex}`` in ``out``."""
+    table = compare_runs(runs, channels)
+    notes = ("One row per run, method and density: mean analysis RMSE after each run's "
+             "spin-up (the skill table's numbers, in the metrics' units; q in kg kg⁻¹) and the "
+             "median and 90th percentile of the time per analysis. `settings` are the run's "
+             "`--set` values for the method. Runs: " + ", ".join(Path(r).name for r in runs))
+    return store.write_table(table, out, "comparison", "Settings sweep: skill and cost",
+                             command, notes)
