@@ -14,12 +14,10 @@ import signal
 from pathlib import Path
 
 import torch
-from forecast_fixtures import InMemoryWorld, advected_trajectory, small_spec
+from forecast_fixtures import persistence_setup
 
 from bench import runner
 from bench.config import RunConfig
-from bench.cycle import TruthWindow, first_background
-from bench.forecast.persistence import Persistence
 from methods.base import Assimilator
 
 #: where KillOnce records that it has killed a worker (set by tiny_setup in each process)
@@ -61,11 +59,4 @@ def tiny_setup(cfg: RunConfig, kill_marker: str | None = None) -> runner.Setup:
         KILL_MARKER = Path(kill_marker)
         methods.METHODS.setdefault("kill_once", KillOnce)
     torch.set_num_threads(1)
-    spec = small_spec()
-    world = InMemoryWorld(spec, advected_trajectory(spec, 160, seed=0))
-    world.period = lambda name, base=world.period: base("valid" if name == "test" else name)
-    model = Persistence(spec)
-    truth = TruthWindow(world.period("test"), spec, torch.device("cpu"))
-    start = first_background(model, truth, cfg.cycle)
-    clim = spec.to_tensor(world.period("train")).mean(0)
-    return runner.Setup(world, model, "persistence", truth, start, clim, torch.device("cpu"))
+    return persistence_setup(cfg)

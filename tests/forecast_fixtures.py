@@ -48,3 +48,20 @@ class InMemoryWorld:
     def period(self, name):
         t = self._ds["time"].values
         return self._ds.isel(time=(t < self._split) if name == "train" else (t >= self._split))
+
+
+def persistence_setup(cfg):
+    """A runner.Setup on a small advected world with persistence as the model (a second to
+    build, deterministic): the world's "valid" period stands in for the test period."""
+    from bench import runner
+    from bench.cycle import TruthWindow, first_background
+    from bench.forecast.persistence import Persistence
+
+    spec = small_spec()
+    world = InMemoryWorld(spec, advected_trajectory(spec, 160, seed=0))
+    world.period = lambda name, base=world.period: base("valid" if name == "test" else name)
+    model = Persistence(spec)
+    truth = TruthWindow(world.period("test"), spec, torch.device("cpu"))
+    start = first_background(model, truth, cfg.cycle)
+    clim = spec.to_tensor(world.period("train")).mean(0)
+    return runner.Setup(world, model, "persistence", truth, start, clim, torch.device("cpu"))

@@ -7,26 +7,17 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from forecast_fixtures import InMemoryWorld, advected_trajectory, small_spec
+from forecast_fixtures import persistence_setup
 
 from bench import runner
 from bench.config import CycleSettings, RunConfig
-from bench.cycle import TruthWindow, first_background
-from bench.forecast.persistence import Persistence
 
 CFG = RunConfig(world="tiny", methods=("none",), densities=(0.05, 0.2), seeds=(0, 1),
                 cycle=CycleSettings(days=2, first_lead_hours=12, spinup_cycles=2))
 
 
 def prepared(cfg=CFG):
-    spec = small_spec()
-    world = InMemoryWorld(spec, advected_trajectory(spec, 160, seed=0))
-    world.period = lambda name, base=world.period: base("valid" if name == "test" else name)
-    model = Persistence(spec)
-    truth = TruthWindow(world.period("test"), spec, torch.device("cpu"))
-    start = first_background(model, truth, cfg.cycle)
-    clim = spec.to_tensor(world.period("train")).mean(0)
-    return runner.Setup(world, model, "persistence", truth, start, clim, torch.device("cpu"))
+    return persistence_setup(cfg)
 
 
 def test_run_writes_the_layout_and_metrics_schema(tmp_path):

@@ -1,0 +1,46 @@
+"""Cycling on the built-in world: the claims the methods' issues make about real cycles.
+
+These use the real nature run and emulator (built and cached on first use, ~12 minutes on 2
+cores; CI has them already from the README's main job) and run 15 days of 6-hourly cycles,
+exactly as ``python -m bench run`` does.
+"""
+
+import numpy as np
+import pytest
+
+from bench import runner
+from bench.config import CycleSettings, RunConfig
+from bench.cycle import run_cycles
+from bench.observations import ObservationSettings
+from bench.tables import HEADLINE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def built_in():
+    cfg = RunConfig(methods=("none", "3dvar"), densities=(0.01, 0.05), threads=1,
+                    cycle=CycleSettings(days=15))
+    return cfg, runner.setup(cfg, progress=False)
+
+
+def _analysis_rmse(cfg, s, name: str, density: float) -> dict[str, float]:
+    """Mean analysis RMSE after spin-up per headline channel (physical units)."""
+    method = runner.build_method(cfg, name, seed=0)
+    method.prepare(runner.training_context(s, method, progress=False))
+    result = run_cycles(method, s.model, s.truth, s.start, ObservationSettings(density=density),
+                        cfg.cycle, s.climatology, progress=False)
+    assert result.status == "ok", f"{name} at {density}: {result.reason}"
+    spec = s.truth.spec
+    after = result.rmse[cfg.cycle.spinup_cycles:, 1]
+    return {c: float(np.mean(after[:, spec.index(c)])) for c in HEADLINE}
+
+
+@pytest.mark.parametrize("density", [0.01, 0.05])
+def test_3dvar_beats_no_assimilation_in_every_headline_channel(built_in, density):
+    cfg, s = built_in
+    none = _analysis_rmse(cfg, s, "none", density)
+    threedvar = _analysis_rmse(cfg, s, "3dvar", density)
+    print(density, {c: round(threedvar[c] / none[c], 3) for c in HEADLINE})
+    worse = {c: (threedvar[c], none[c]) for c in HEADLINE if threedvar[c] >= none[c]}
+    assert not worse, f"3DVar is not better than no assimilation in {worse}"
