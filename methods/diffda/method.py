@@ -55,9 +55,9 @@ class DiffDA(Assimilator):
         skip_parametrisation: ε̂ = √(1−ᾱ_t) z_t + √ᾱ_t F_θ (True, stable with short training;
             denoiser.py) or the UNet's output as ε̂ (False, a plain ε-network as in DiffDA).
         train_steps, batch_size, lr: Adam steps per lead (cosine decay to lr/10), mini-batch
-            size and peak learning rate. At 69 × 32 × 64 one step of 8 took 0.57–0.83 s on one
-            thread of a shared 2-core machine, so the defaults (2 leads × 600 steps) train in
-            ≈ 12–17 min there, plus ≈ 1 min of training forecasts.
+            size and peak learning rate. At 69 × 32 × 64 the defaults (2 leads × 600 steps,
+            with the training forecasts) took 840 s of CPU time on one thread (29.8 min wall
+            on a 2-core machine shared with three other jobs; peak RSS 8.4 GB).
         start_stride: frames between the starts of the training forecasts (2 = every 12 h:
             ≈ 730 pairs per lead from a year).
     Attributes (analysis):

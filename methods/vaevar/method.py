@@ -64,14 +64,15 @@ class VAEVar(Assimilator):
     Attributes (analysis):
         lam: λ > 0; the observation term is divided by λ, i.e. R is inflated to λ R
             (400 in their code for the VAE; λ → ∞ returns the prior mode: x_b, or
-            x_b + s ⊙ D(0) without subtract_offset). Measured on the built-in world (5 days of
-            6-hourly cycles,
-            "columns" observations with 1 % noise, densities 0.01 and 0.05, the default VAE):
-            λ = 400 diverged within 2–2.5 days at both densities (the first analysis fits the
-            observed columns, but its increments correlate only 0.1 (1 %) / 0.3 (5 %) with
-            minus the background error, and the emulator amplifies the rest); λ = 4·10⁴ beat
-            no assimilation clearly at 5 % (z500 RMSE 408 vs 764 m² s⁻²) and barely at 1 %
-            (mean normalised RMSE 0.656 vs 0.662). The default keeps the paper's value.
+            x_b + s ⊙ D(0) without subtract_offset). Measured on the built-in world (15 days
+            of 6-hourly cycles, 1 % observation noise, increments added to both model frames):
+            λ = 400 diverged at every density (cycle 52 at 0.5 %, 34 at 1 %, 30 at 5 %); its
+            first analysis has increments that correlate 0.11 (1 %) / 0.32 (5 %) with minus
+            the background error (3DVar: 0.26 / 0.60) and fits the observed values only to a
+            correlation of 0.81 / 0.73. λ = 4000 survived 15 days at 1 % (z500 954 vs 1055
+            m² s⁻² without assimilation) and diverged at cycle 57 at 5 %. Training on
+            truth − 24 h forecast samples instead also diverged (cycles 36 and 29). The
+            default keeps the paper's value.
         outer_iterations, inner_iterations: L-BFGS runs (each restarted from the previous w
             with a fresh curvature memory) × iterations per run.
         min_obs_error: floor on σ_o in normalised units (σ_o,eff = max(σ_o, floor)), so the
@@ -81,7 +82,9 @@ class VAEVar(Assimilator):
             x_b + s ⊙ D(w) (False). The decoder's output at w = 0 is not the samples' mean error
             but a fixed artefact of training: on the built-in world D(0) has an rms of 0.049 s
             and correlates 0.05 with the NMC samples' mean (rms 0.061 s). Without the
-            subtraction every analysis adds that same pattern, 6-hourly, and cycles drift.
+            subtraction every analysis adds that same pattern, 6-hourly. It did not decide
+            the cycling outcome here: λ = 400 diverged at cycle 34 (1 %) and 30 (5 %) with
+            it, at 30 and 32 without.
         analysis_dtype: "float64" (default: the decoder is copied to float64 for the analysis,
             because L-BFGS with a strong-Wolfe line search sometimes stalls in float32, see
             FACTS.md) or "float32" (faster on GPUs).
