@@ -69,10 +69,11 @@ def _train_method(args: argparse.Namespace) -> int:
     from methods import UnknownMethodError, get_method
 
     try:
-        method = get_method(args.what)()
+        get_method(args.what)
         cfg = RunConfig(world=args.world, methods=(args.what,), cycle=CycleSettings(days=1),
-                        threads=args.threads)
+                        threads=args.threads, method_settings=method_settings(args.set))
         runner.preflight(cfg)
+        method = runner.build_method(cfg, args.what)
     except (ValueError, UnknownWorldError, UnknownMethodError) as err:
         raise UsageError(f"cannot train {args.what!r}: {err} (valid: emulator or a method "
                          f"of `python -m bench methods`)") from None
@@ -103,6 +104,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.what != "emulator":
         return _train_method(args)
+    if args.set:
+        raise UsageError(f"--set {args.set[0]!r}: --set sets a method's fields; the emulator's "
+                         "training length is --steps")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
     try:

@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", action="store_true", help="ignore the cache and train again")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     p.add_argument("--results", default=None, help="write the skill table to this folder")
+    p.add_argument("--set", action="append", metavar="METHOD.FIELD=VALUE",
+                   help="a method hyper-parameter (repeatable), e.g. --set vaevar.epochs=30; "
+                        "trains the configuration `run --set ...` would use")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler="train")
 

@@ -26,7 +26,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bench import metrics
-from bench.config import CycleSettings
+from bench.config import HISTORY_UPDATES, CycleSettings
 from bench.forecast.base import STEP_HOURS, ForecastModel
 from bench.observations import ObservationSettings, observe, observed_points
 from bench.state import StateSpec
@@ -221,7 +221,7 @@ def updated_history(history: torch.Tensor, x_b: torch.Tensor, x_a: torch.Tensor,
         return history + (x_a - x_b.to(history.dtype))[None]
     if policy == "replace":
         return torch.cat([history[:-1], x_a[None]])
-    raise ValueError(f"history_update {policy!r} must be 'increment' or 'replace'")
+    raise ValueError(f"history_update {policy!r} must be one of {', '.join(HISTORY_UPDATES)}")
 
 
 def _stop(result: CellResult, k: int, reason: str) -> None:

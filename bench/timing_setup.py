@@ -15,9 +15,8 @@ builds each method at any grid without a world or a training period:
 - Other registered methods: ``prepare`` with a context that holds the spec and nothing to learn
   from (enough for ``none`` and ``interp``; a method that needs training data fails clearly).
 
-The trained methods have no public constructor from given networks, so their analysis state is
-set the way their ``prepare`` sets it (``object.__setattr__`` on the frozen dataclass); see
-``_install``. All sizes here are bytes.
+The random networks are installed with the methods' own ``set_vae`` / ``set_denoisers``, the
+calls their ``prepare`` makes after training. All sizes here are bytes.
 """
 
 from __future__ import annotations
@@ -134,24 +133,13 @@ def _threedvar(method: ThreeDVar, spec: StateSpec, device: torch.device, seed: i
 
 
 # ----------------------------------------------------------------------------- networks
-def _install(method: Assimilator, **state) -> None:
-    """Set the analysis state ``prepare`` would set (frozen dataclass: object.__setattr__)."""
-    for name, value in state.items():
-        object.__setattr__(method, name, value)
-
-
 def _vaevar(method: VAEVar, spec: StateSpec, device: torch.device, seed: int) -> None:
-    """Random VAE of the configured size; the analysis decoder as prepare() makes it."""
+    """Random VAE of the configured size, installed as prepare() installs a trained one."""
     shape = tuple(int(v) for v in spec.shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = VAE(shape, method.latent_channels, method.widths, method.downsamplings)
-    dtype = ANALYSIS_DTYPES[method.analysis_dtype]
-    decoder = copy.deepcopy(vae.decoder).to(device=device, dtype=dtype)
-    _install(method, _decoder=decoder.eval().requires_grad_(False),
-             _scale=torch.full((shape[0], 1, 1), 0.3, dtype=dtype, device=device),
-             _latent_shape=vae.latent_shape, _shape=shape,
-             _training={"history": [], "train_seconds": 0.0, "n_samples": 0}, _diagnostics={})
+    method.set_vae(vae, torch.full((shape[0],), 0.3), device)
 
 
 def diffda_denoiser(method: DiffDA, shape: tuple[int, int, int], seed: int = 0
@@ -167,14 +155,9 @@ def diffda_denoiser(method: DiffDA, shape: tuple[int, int, int], seed: int = 0
 def _diffda(method: DiffDA, spec: StateSpec, device: torch.device, seed: int) -> None:
     """One random denoiser per lead (only the nearest lead is used by an analysis)."""
     shape = tuple(int(v) for v in spec.shape)
-    models = {}
-    for k, lead in enumerate(method.leads_hours):
-        denoiser = diffda_denoiser(method, shape, seed + k).to(device).eval()
-        models[lead] = (denoiser.requires_grad_(False),
-                        torch.full((shape[0],), 0.3, dtype=torch.float32, device=device))
-    _install(method, _models=models, _shape=shape,
-             _grid=(np.asarray(spec.lat, dtype=np.float64), np.asarray(spec.lon, np.float64)),
-             _training={"losses": {}, "train_seconds": 0.0}, _diagnostics={})
+    models = {lead: (diffda_denoiser(method, shape, seed + k), torch.full((shape[0],), 0.3))
+              for k, lead in enumerate(method.leads_hours)}
+    method.set_denoisers(models, spec.lat, spec.lon, device)
 
 
 Builder = Callable[[Assimilator, StateSpec, torch.device, int], None]

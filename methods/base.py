@@ -162,7 +162,8 @@ class Background:
     Attributes:
         x_b: (C, H, W) the background (the forecast valid at ``valid_time``), normalised.
         history: (history, C, H, W) the frames the forecast model will start from after this
-            cycle, oldest first; the last frame is replaced by the analysis.
+            cycle, oldest first; the harness updates them with the analysis
+            (``CycleSettings.history_update``: x_a − x_b added to every frame by default).
         valid_time: numpy datetime64 of the analysis.
         lead_hours: forecast lead of x_b (e.g. 48 for the time-lagged first cycle, then 6).
         cycle: index of the cycle in the run (0-based).

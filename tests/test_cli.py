@@ -28,6 +28,22 @@ def test_bad_steps_is_exit_code_2(capsys, isolated_cache):
     assert "--steps" in capsys.readouterr().err
 
 
+def test_train_set_is_checked_before_anything_is_built(capsys, isolated_cache):
+    """`train vaevar --set ...` trains what `run --set ...` would use, so a bad field or value
+    is the same one-line error, and --set on the emulator is refused."""
+    cases = [
+        (["train", "vaevar", "--set", "vaevar.nosuch=1"], "has no field 'nosuch'"),
+        (["train", "vaevar", "--set", "vaevar.sample_stride=0"], "sample_stride"),
+        (["train", "vaevar", "--set", "diffda.steps=3"], "diffda"),
+        (["train", "emulator", "--set", "vaevar.lam=1"], "--steps"),
+    ]
+    for args, expected in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert expected in err and err.count("\n") == 0, (args, err)
+    assert not isolated_cache.exists(), "bad input must write nothing"
+
+
 def test_module_entry_point_runs():
     proc = subprocess.run([sys.executable, "-m", "bench", "prepare", "--world", "nope"],
                           capture_output=True, text=True, timeout=120)

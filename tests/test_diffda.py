@@ -168,6 +168,23 @@ def test_the_model_of_the_nearest_lead_is_used(world, tmp_path):
     assert method.diagnostics()["model_lead_hours"] == 12
 
 
+def test_set_denoisers_installs_given_networks(world):
+    """Denoisers handed over with set_denoisers (trained elsewhere) give the analysis prepare()
+    gives; a mismatch of leads or grid is refused with the values named."""
+    ctx, method, truth, model = world
+    spec = ctx.spec
+    twin = dataclasses.replace(method)
+    twin.set_denoisers({lead: method._models[lead] for lead in method.leads_hours},
+                       spec.lat, spec.lon)
+    bg, obs = background_at(model, truth, 30), grid_observations(spec, truth[31], [3, 40])
+    assert torch.equal(twin.analyse(bg, obs), method.analyse(bg, obs))
+    first = method._models[method.leads_hours[0]]
+    with pytest.raises(ValueError, match=r"leads \[7\] h"):
+        twin.set_denoisers({7: first}, spec.lat, spec.lon)
+    with pytest.raises(ValueError, match="4×16 grid"):
+        twin.set_denoisers({lead: first for lead in method.leads_hours}, spec.lat[:4], spec.lon)
+
+
 # --------------------------------------------------------------------------------- soft mask
 def test_soft_mask_is_one_at_observations_and_decays_as_a_gaussian():
     spec = small_spec(channels=("t850", "z500"), nlat=16, nlon=32)

@@ -153,7 +153,7 @@ def test_prepare_caches_the_vae_and_reloads_without_training(tmp_path):
     first = VAEVar.for_tests()
     ctx = context(tmp_path, samples)
     first.prepare(ctx)
-    assert ctx.calls == [("nmc", {})]
+    assert ctx.calls == [("nmc", {"start_stride": 4})]
     again = VAEVar.for_tests()
     ctx2 = context(tmp_path, samples * 0 + float("nan"))  # would poison any retraining
     again.prepare(ctx2)
@@ -167,7 +167,7 @@ def test_prepare_caches_the_vae_and_reloads_without_training(tmp_path):
 def test_truth_minus_forecast_samples_are_asked_for_with_a_24h_lead(tmp_path):
     ctx = context(tmp_path, coupled_samples(32))
     VAEVar.for_tests(training_samples="truth_minus_forecast", epochs=1).prepare(ctx)
-    assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24})]
+    assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24, "start_stride": 4})]
 
 
 def test_scale_is_the_per_channel_std_of_the_samples(tmp_path):
@@ -207,7 +207,7 @@ def test_taylor_gradient_of_the_cost(trained):
     errors = []
     for eps in 10.0 ** -np.arange(1, 7):
         with torch.no_grad():
-            ratio = (float(cost(w + eps * h)[0]) - float(j)) / (eps * slope)
+            ratio = (float(cost(w + eps * h)[0]) - float(j.detach())) / (eps * slope)
         errors.append(abs(ratio - 1))
     print("|ratio − 1| for ε = 1e-1 … 1e-6:", ", ".join(f"{e:.1e}" for e in errors))
     # first-order Taylor: the error falls ~10× per decade of ε until round-off
@@ -228,6 +228,29 @@ def test_the_analysis_uses_the_decoder(trained, tmp_path):
     after = method.analyse(background(x_b), obs)
     print(f"max |Δx_a| after flipping the decoder's last layer: {(after - before).abs().max():.3f}")
     assert (after - before).abs().max() > 0.1
+
+
+def test_set_vae_uses_a_vae_trained_elsewhere(trained):
+    """set_vae installs another VAE's decoder: a VAE whose last decoder layer is flipped gives
+    another analysis; the scale must have one entry per channel."""
+    from methods.vaevar.vae import VAE
+
+    vae = VAE(SPEC.shape, trained.latent_channels, trained.widths, trained.downsamplings)
+    vae.decoder.load_state_dict({k: v.float() for k, v in trained.decoder.state_dict().items()})
+    scale = trained.scale[:, 0, 0].float()
+    twin = with_settings(trained, lam=1.0)
+    twin.set_vae(vae, scale)
+    obs = point_obs([1.0, -0.5], [(Z, 3, 5), (T, 5, 10)])
+    same = twin.analyse(background(torch.zeros(SPEC.shape)), obs)
+    reference = with_settings(trained, lam=1.0).analyse(background(torch.zeros(SPEC.shape)), obs)
+    assert (same - reference).abs().max() < 1e-5
+    with torch.no_grad():
+        [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.mul_(-1)
+    twin.set_vae(vae, scale)
+    other = twin.analyse(background(torch.zeros(SPEC.shape)), obs)
+    assert (other - reference).abs().max() > 0.1
+    with pytest.raises(ValueError, match=r"scale must have shape \(3,\)"):
+        twin.set_vae(vae, scale[:2])
 
 
 @pytest.mark.parametrize("subtract_offset", [True, False])

@@ -152,16 +152,35 @@ class DiffDA(Assimilator):
         for lead, entry in zip(self.leads_hours, saved["models"], strict=True):
             denoiser = self._build(shape, seed=0)
             denoiser.load_state_dict(entry["state"])
-            denoiser = denoiser.to(ctx.device).eval().requires_grad_(False)
-            models[lead] = (denoiser, entry["scale"].to(ctx.device, torch.float32))
-        object.__setattr__(self, "_models", models)
-        object.__setattr__(self, "_shape", shape)
-        object.__setattr__(self, "_grid", (np.asarray(ctx.spec.lat, dtype=np.float64),
-                                           np.asarray(ctx.spec.lon, dtype=np.float64)))
-        object.__setattr__(self, "_training", {
+            models[lead] = (denoiser, entry["scale"])
+        self.set_denoisers(models, ctx.spec.lat, ctx.spec.lon, ctx.device, training={
             "losses": {lead: e["losses"] for lead, e in zip(self.leads_hours, saved["models"],
                                                             strict=True)},
             "train_seconds": saved["train_seconds"]})
+
+    def set_denoisers(self, models: dict[int, tuple[ConditionalDenoiser, torch.Tensor]],
+                      lat, lon, device: torch.device | str = "cpu",
+                      training: dict | None = None) -> None:
+        """Use ``models`` = {lead hours: (ε_θ, s (C,))} on the grid (lat (H,), lon (W,) in
+        degrees) for the analysis: what prepare() does after training or loading; also the
+        way to analyse with denoisers trained elsewhere, or random ones for timing."""
+        if set(models) != set(self.leads_hours):
+            raise ValueError(f"models has leads {sorted(models)} h; this DiffDA's leads_hours "
+                             f"are {list(self.leads_hours)}")
+        shapes = {tuple(d.shape) for d, _ in models.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"the denoisers are for different (C, H, W): {sorted(shapes)}")
+        (shape,) = shapes
+        if (len(lat), len(lon)) != shape[1:]:
+            raise ValueError(f"lat/lon give a {len(lat)}×{len(lon)} grid; the denoisers are "
+                             f"for {shape[1]}×{shape[2]}")
+        object.__setattr__(self, "_models", {
+            lead: (d.to(device).eval().requires_grad_(False), s.to(device, torch.float32))
+            for lead, (d, s) in models.items()})
+        object.__setattr__(self, "_shape", shape)
+        object.__setattr__(self, "_grid", (np.asarray(lat, dtype=np.float64),
+                                           np.asarray(lon, dtype=np.float64)))
+        object.__setattr__(self, "_training", training or {"losses": {}, "train_seconds": 0.0})
         object.__setattr__(self, "_diagnostics", {})
 
     def _train(self, ctx: TrainingContext, shape: tuple[int, int, int]) -> dict:

@@ -61,6 +61,8 @@ class VAEVar(Assimilator):
         recon_sigma: σ of the Gaussian likelihood p(e | z) in scaled units (2.0 in their
             code); larger values weight the KL term more and give a smoother decoder.
         training_samples: "nmc" (default) or "truth_minus_forecast" (24 h lead).
+        sample_stride: 6-hourly frames between the starts of the training samples (4 = one
+            sample a day, 363 from the built-in world's training year; 1 = every 6 h, 1452).
     Attributes (analysis):
         lam: λ > 0; the observation term is divided by λ, i.e. R is inflated to λ R
             (400 in their code for the VAE; λ → ∞ returns the prior mode: x_b, or
@@ -98,6 +100,7 @@ class VAEVar(Assimilator):
     lr: float = 1e-3
     recon_sigma: float = 2.0
     training_samples: str = "nmc"
+    sample_stride: int = 4
     lam: float = 400.0
     outer_iterations: int = 2
     inner_iterations: int = 10
@@ -123,6 +126,7 @@ class VAEVar(Assimilator):
             ("recon_sigma", self.recon_sigma > 0, "> 0"),
             ("training_samples", self.training_samples in TRAINING_SAMPLES,
              f"one of {TRAINING_SAMPLES}"),
+            ("sample_stride", self.sample_stride >= 1, "an integer ≥ 1"),
             ("lam", self.lam > 0, "> 0"),
             ("outer_iterations", self.outer_iterations >= 1, "an integer ≥ 1"),
             ("inner_iterations", self.inner_iterations >= 1, "an integer ≥ 1"),
@@ -155,9 +159,10 @@ class VAEVar(Assimilator):
             vae.load_state_dict(saved["state"])
         else:
             if self.training_samples == "nmc":
-                samples = ctx.samples("nmc")
+                samples = ctx.samples("nmc", start_stride=self.sample_stride)
             else:
-                samples = ctx.samples("truth_minus_forecast", lead_hours=24)
+                samples = ctx.samples("truth_minus_forecast", lead_hours=24,
+                                      start_stride=self.sample_stride)
             samples = samples.to(torch.float32)
             # s: per-channel std of the samples; the VAE models ε / s (all channels ~ unit size)
             scale = samples.std(dim=(0, 2, 3)).clamp_min(1e-8)
@@ -176,14 +181,29 @@ class VAEVar(Assimilator):
             tmp = path.with_suffix(".tmp")
             torch.save(saved, tmp)
             tmp.replace(path)  # atomic: a killed run never leaves half a file
+        self.set_vae(vae, saved["scale"], ctx.device,
+                     training={k: saved[k] for k in ("history", "train_seconds", "n_samples")})
+
+    def set_vae(self, vae: VAE, scale: torch.Tensor, device: torch.device | str = "cpu",
+                training: dict | None = None) -> None:
+        """Use ``vae``'s decoder and the per-channel scale s (C,) for the analysis.
+
+        What prepare() does after training or loading; also the way to analyse with a VAE
+        trained elsewhere, or a random one of the configured size for timing. The decoder is
+        copied (to the analysis dtype and ``device``), so later changes to ``vae`` have no
+        effect.
+        """
+        if scale.shape != (vae.shape[0],):
+            raise ValueError(f"scale must have shape ({vae.shape[0]},) for a VAE of "
+                             f"{vae.shape[0]} channels, got {tuple(scale.shape)}")
         dtype = ANALYSIS_DTYPES[self.analysis_dtype]
-        decoder = copy.deepcopy(vae.decoder).to(device=ctx.device, dtype=dtype)
+        decoder = copy.deepcopy(vae.decoder).to(device=device, dtype=dtype)
         object.__setattr__(self, "_decoder", decoder.eval().requires_grad_(False))
-        object.__setattr__(self, "_scale", saved["scale"].to(ctx.device, dtype)[:, None, None])
+        object.__setattr__(self, "_scale", scale.to(device, dtype)[:, None, None])
         object.__setattr__(self, "_latent_shape", vae.latent_shape)
-        object.__setattr__(self, "_shape", shape)
-        object.__setattr__(self, "_training", {k: saved[k] for k in
-                                               ("history", "train_seconds", "n_samples")})
+        object.__setattr__(self, "_shape", vae.shape)
+        object.__setattr__(self, "_training", training or {"history": [], "train_seconds": 0.0,
+                                                            "n_samples": 0})
         object.__setattr__(self, "_diagnostics", {})
 
     def _build(self, shape: tuple[int, int, int], seed: int) -> VAE:
