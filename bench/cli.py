@@ -8,17 +8,13 @@ nothing written), 1 for a failure while working.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from pathlib import Path
 
-from bench.cli_parser import build_parser
+from bench.cli_experiments import cmd_check, cmd_single_obs
+from bench.cli_parser import UsageError, build_parser, method_settings
 from bench.tables import HEADLINE
-
-
-class UsageError(Exception):
-    """Bad input from the user: reported as one line, exit code 2."""
 
 
 def _cmd_worlds(args: argparse.Namespace) -> int:
@@ -186,23 +182,6 @@ def run_config(args: argparse.Namespace):
     )
 
 
-def method_settings(items: list[str] | None) -> dict[str, dict]:
-    """``--set METHOD.FIELD=VALUE`` items -> {method: {field: value}}. VALUE is read as JSON
-    (numbers, true/false, lists) and otherwise kept as a string."""
-    out: dict[str, dict] = {}
-    for item in items or []:
-        key, sep, text = item.partition("=")
-        name, dot, field = key.partition(".")
-        if not (sep and dot and name and field):
-            raise UsageError(f"--set {item!r} is not METHOD.FIELD=VALUE, e.g. --set vaevar.lam=4e4")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text
-        out.setdefault(name, {})[field] = value
-    return out
-
-
 def _report(ds, out, command: str) -> None:
     from bench.plots import write_figures
     from bench.tables import format_skill_for_terminal, write_tables
@@ -253,52 +232,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
     _report(ds, Path(args.out), command)
     # A diverged method is a result of the benchmark; a cell that raised is a failure of the run.
     return 1 if any(str(s) == "error" for s in ds["status"].values.ravel()) else 0
-
-
-def _cmd_single_obs(args: argparse.Namespace) -> int:
-    """One observation of one channel, every method's increment side by side (VAE-Var paper)."""
-    from bench import runner
-    from bench.config import CycleSettings, RunConfig
-    from bench.single_obs import figure, single_observation_increments
-    from bench.store import command_line, write_figure, write_text
-    from bench.worlds import UnknownWorldError
-    from methods import UnknownMethodError, get_method
-
-    cfg = RunConfig(world=args.world, methods=args.methods, cycle=CycleSettings(days=1),
-                    device=args.device, threads=args.threads)
-    try:
-        runner.preflight(cfg)
-        if not -90 <= args.lat <= 90:
-            raise ValueError(f"--lat {args.lat} must lie in [-90, 90]")
-    except (ValueError, UnknownWorldError, UnknownMethodError) as err:
-        raise UsageError(str(err)) from None
-    s = runner.setup(cfg, progress=not args.quiet)
-    spec = s.world.spec
-    try:
-        spec.index(args.channel)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    x_b = s.start.history[-1]  # a real state of the test period: non-linear methods need one
-    increments = {}
-    for name in args.methods:
-        method = get_method(name)()
-        method.prepare(runner.training_context(s, method, progress=not args.quiet))
-        increments[name] = single_observation_increments(
-            method, spec, args.channel, args.lat, args.lon, args.innovation,
-            physical=True, error_std=args.error_std, x_b=x_b).cpu()
-    level = int(args.channel[1:]) if args.channel[1:].isdigit() else None
-    fig = figure(increments, spec, args.channel, level, obs_location=(args.lat, args.lon))
-    out = Path(args.out)
-    stem = f"single_obs_{args.channel}_{args.lat:g}N_{args.lon:g}E"
-    path = write_figure(fig, out / f"{stem}.png")
-    write_text(out / f"{stem}.md",
-               f"# Single observation: {args.channel} at {args.lat:g}N {args.lon:g}E\n\n"
-               f"Made by:\n\n```bash\n{command_line()}\n```\n\n"
-               f"Innovation {args.innovation:g} {spec.channels[spec.index(args.channel)].units}, "
-               f"observation error {args.error_std:g} (normalised); methods: "
-               f"{', '.join(args.methods)}.\n\n![increments]({path.name})\n")
-    print(f"wrote {path}")
-    return 0
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -366,9 +299,9 @@ def _cmd_timing(args: argparse.Namespace) -> int:
 #: handler name (cli_parser's ``handler=…``) -> the function that runs it
 COMMANDS = {
     "worlds": _cmd_worlds, "prepare": _cmd_prepare, "train": _cmd_train,
-    "samples": _cmd_samples, "run": _cmd_run, "single_obs": _cmd_single_obs,
+    "samples": _cmd_samples, "run": _cmd_run, "single_obs": cmd_single_obs,
     "tables": _cmd_tables, "compare": _cmd_compare, "timing": _cmd_timing,
-    "methods": _cmd_methods,
+    "methods": _cmd_methods, "check": cmd_check,
 }
 
 

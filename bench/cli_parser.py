@@ -1,11 +1,14 @@
-"""The argument parser of ``python -m bench``: every command and flag, nothing else.
+"""The argument parser of ``python -m bench``: every command and flag, ``--set`` parsing, and
+the UsageError (one line, exit code 2) that every handler raises for bad input.
 
-bench/cli.py runs the commands; each subparser names its handler with ``handler=…``.
+bench/cli.py (and bench/cli_experiments.py) run the commands; each subparser names its handler
+with ``handler=…``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -13,6 +16,27 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+def method_settings(items: list[str] | None) -> dict[str, dict]:
+    """``--set METHOD.FIELD=VALUE`` items -> {method: {field: value}}. VALUE is read as JSON
+    (numbers, true/false, lists) and otherwise kept as a string."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        name, dot, field = key.partition(".")
+        if not (sep and dot and name and field):
+            raise UsageError(f"--set {item!r} is not METHOD.FIELD=VALUE, e.g. --set vaevar.lam=4e4")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(name, {})[field] = value
+    return out
 
 
 def _comma_list(kind, flag):
@@ -128,6 +152,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results/single-obs", help="folder for the figure")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler="single_obs")
+
+    p = sub.add_parser("check", help="one analysis per method against a known background "
+                       "error (held-out forecasts or NMC differences): error ratio per channel")
+    p.add_argument("--methods", type=_comma_list(str, "--methods"), default=("3dvar",),
+                   help="comma list of methods")
+    p.add_argument("--density", type=_comma_list(float, "--density"), default=(0.01, 0.05),
+                   help="comma list of observation densities")
+    p.add_argument("--errors", default="forecast", help="forecast (truth − forecast) or nmc")
+    p.add_argument("--lead-hours", type=int, default=48, help="forecast lead of x_b (forecast)")
+    p.add_argument("--starts", type=int, default=8, help="start times in the validation period")
+    p.add_argument("--world", default="heldsuarez-5.625", help="world name (see `worlds`)")
+    p.add_argument("--obs-noise", type=float, default=0.01,
+                   help="observation error std, fraction of the climatological std")
+    p.add_argument("--set", action="append", metavar="METHOD.FIELD=VALUE",
+                   help="a method hyper-parameter (repeatable), as for `run`")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    p.add_argument("--out", default="results/analysis-check", help="folder for the tables")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler="check")
 
     p = sub.add_parser("tables", help="regenerate tables and figures from a run's metrics.nc")
     p.add_argument("run", help="the run folder")
