@@ -52,6 +52,12 @@ def _comma_list(kind, flag):
     return parse
 
 
+def _add_device_flags(p: argparse.ArgumentParser) -> None:
+    """--device and --threads, as every command that analyses reads them."""
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="python -m bench",
@@ -147,8 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="y − x_b in the channel's physical units (default −100 m² s⁻²)")
     p.add_argument("--error-std", type=float, default=0.01,
                    help="observation error std, normalised (fraction of the channel's std)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    _add_device_flags(p)
     p.add_argument("--out", default="results/single-obs", help="folder for the figure")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler="single_obs")
@@ -167,8 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="observation error std, fraction of the climatological std")
     p.add_argument("--set", action="append", metavar="METHOD.FIELD=VALUE",
                    help="a method hyper-parameter (repeatable), as for `run`")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
+    _add_device_flags(p)
     p.add_argument("--out", default="results/analysis-check", help="folder for the tables")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler="check")
