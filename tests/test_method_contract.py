@@ -43,8 +43,8 @@ def context(world, model, tmp_path, seed=0):
 
     def samples(kind="nmc", **settings):
         truth = spec.to_tensor(world.period("train"))
-        return make_samples(model, truth, SampleSettings(kind=kind, start_stride=1, **settings),
-                            progress=False)
+        settings = {"start_stride": 1, **settings}  # every start of the tiny world by default
+        return make_samples(model, truth, SampleSettings(kind=kind, **settings), progress=False)
 
     return TrainingContext(spec=spec, model=model,
                            train_truth=lambda: spec.to_tensor(world.period("train")),

@@ -153,7 +153,7 @@ def test_prepare_caches_the_vae_and_reloads_without_training(tmp_path):
     first = VAEVar.for_tests()
     ctx = context(tmp_path, samples)
     first.prepare(ctx)
-    assert ctx.calls == [("nmc", {"start_stride": 4})]
+    assert ctx.calls == [("nmc", {"start_stride": 1})]
     again = VAEVar.for_tests()
     ctx2 = context(tmp_path, samples * 0 + float("nan"))  # would poison any retraining
     again.prepare(ctx2)
@@ -167,7 +167,7 @@ def test_prepare_caches_the_vae_and_reloads_without_training(tmp_path):
 def test_truth_minus_forecast_samples_are_asked_for_with_a_24h_lead(tmp_path):
     ctx = context(tmp_path, coupled_samples(32))
     VAEVar.for_tests(training_samples="truth_minus_forecast", epochs=1).prepare(ctx)
-    assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24, "start_stride": 4})]
+    assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24, "start_stride": 1})]
 
 
 def test_scale_is_the_per_channel_std_of_the_samples(tmp_path):

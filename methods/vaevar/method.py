@@ -149,7 +149,7 @@ class VAEVar(Assimilator):
     def for_tests(cls, **overrides) -> VAEVar:
         """A tiny configuration that trains in about a second on small grids."""
         settings = dict(latent_channels=4, widths=(8, 8), downsamplings=1, epochs=3,
-                        batch_size=16, lr=3e-3)
+                        batch_size=16, lr=3e-3, sample_stride=1)
         settings.update(overrides)
         return cls(**settings)
 
