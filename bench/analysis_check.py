@@ -25,6 +25,7 @@ increments may excite the forecast model's growing modes).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -124,14 +125,13 @@ def summary(table: pd.DataFrame, channels: tuple[str, ...]) -> pd.DataFrame:
     return out.reset_index()
 
 
-def run_check(cfg, out, errors: str = "forecast", lead_hours: int = 48, starts: int = 8,
-              command: str = "", progress: bool = True) -> tuple[pd.DataFrame, list]:
-    """Prepare cfg's methods (from the cache when trained) and check them on the world's
-    validation period; write ``analysis_check.{md,csv,tex}`` (headline channels and the
-    mean over all channels) and ``analysis_check_channels.csv`` (every channel) under
-    ``out``. Returns the wide table and the paths written."""
-    from pathlib import Path
-
+def run_check(cfg, out: str | Path, errors: str = "forecast", lead_hours: int = 48,
+              starts: int = 8, command: str = "", progress: bool = True
+              ) -> tuple[pd.DataFrame, list[Path]]:
+    """Prepare the methods of ``cfg`` (a RunConfig; from the cache when trained) and check
+    them on the world's validation period; write ``analysis_check.{md,csv,tex}`` (headline
+    channels and the mean over all channels) and ``analysis_check_channels.csv`` (every
+    channel) under ``out``. Returns the wide table and the paths written."""
     from bench import runner
     from bench.store import write_csv, write_table
     from bench.tables import HEADLINE

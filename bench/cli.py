@@ -62,10 +62,9 @@ def _train_method(args: argparse.Namespace) -> int:
     from bench import runner
     from bench.config import CycleSettings, RunConfig
     from bench.worlds import UnknownWorldError
-    from methods import UnknownMethodError, get_method
+    from methods import UnknownMethodError
 
     try:
-        get_method(args.what)
         cfg = RunConfig(world=args.world, methods=(args.what,), cycle=CycleSettings(days=1),
                         threads=args.threads, method_settings=method_settings(args.set))
         runner.preflight(cfg)

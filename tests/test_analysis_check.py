@@ -93,3 +93,22 @@ def test_check_command_refuses_bad_input_in_one_line(capsys, isolated_cache):
         err = capsys.readouterr().err.strip()
         assert expected in err and err.count("\n") == 0, (args, err)
     assert not isolated_cache.exists(), "bad input must write nothing"
+
+
+def test_run_check_prepares_methods_and_writes_the_tables(tmp_path, monkeypatch, isolated_cache):
+    from forecast_fixtures import persistence_setup
+
+    from bench import runner
+    from bench.analysis_check import run_check
+    from bench.config import CycleSettings, RunConfig
+
+    cfg = RunConfig(methods=("none", "interp"), densities=(0.5,), obs_noise=0.0,
+                    cycle=CycleSettings(days=1))
+    monkeypatch.setattr(runner, "setup", lambda cfg, progress=True: persistence_setup(cfg))
+    wide, paths = run_check(cfg, tmp_path / "out", errors="forecast", lead_hours=12, starts=3,
+                            command="python -m bench check …", progress=False)
+    ratio = dict(zip(wide.method, wide["all"], strict=True))
+    assert ratio["none"] == pytest.approx(1.0) and ratio["interp"] < 0.9
+    assert {p.name for p in paths} == {"analysis_check.md", "analysis_check.csv",
+                                       "analysis_check.tex", "analysis_check_channels.csv"}
+    assert "python -m bench check …" in (tmp_path / "out" / "analysis_check.md").read_text()
