@@ -11,8 +11,10 @@ from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet, spher
 from bench.forecast.emulator_train import train_emulator
 from bench.forecast.persistence import Persistence
 
+# the 8 × 16 test trajectories are not band-limited to T7 (the grid's truncation), so the
+# small emulator learns them without the increment truncation; its own tests are below
 TINY = EmulatorConfig(width=16, blocks=2, steps=400, batch_size=8, learning_rate=3e-3,
-                      rollout_weight=0.5, rollout_start=0.5)
+                      rollout_weight=0.5, rollout_start=0.5, truncate_increments=False)
 
 
 def test_sphere_pad_wraps_longitude_and_crosses_the_poles():
@@ -94,3 +96,43 @@ def test_emulator_on_cuda_matches_cpu():
     gpu = Emulator(net, spec, device="cuda").rollout(frames.to("cuda"), 2)
     assert gpu.device.type == "cuda" and gpu.dtype == torch.float32
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_truncation_keeps_resolved_fields_and_removes_the_rest():
+    """P is the identity on band-limited fields (l < lmax), idempotent, and removes the zonal
+    Nyquist wave (2Δλ), which no harmonic with l < lmax = nlat carries."""
+    import torch_harmonics as th
+
+    from bench.forecast.spectral_filter import TriangularTruncation, truncation
+
+    nlat, nlon = 16, 32
+    p = TriangularTruncation("legendre-gauss", nlat, nlon)
+    lmax, mmax = truncation("legendre-gauss", nlat, nlon)
+    g = torch.Generator().manual_seed(0)
+    coeffs = torch.randn(3, lmax, mmax, dtype=torch.complex128, generator=g)
+    coeffs = torch.tril(coeffs)  # m ≤ l only
+    coeffs[..., 0] = coeffs[..., 0].real
+    band_limited = th.InverseRealSHT(nlat, nlon, lmax=lmax, mmax=mmax, grid="legendre-gauss",
+                                     norm="ortho").double()(coeffs).float()
+    torch.testing.assert_close(p(band_limited), band_limited, atol=2e-5, rtol=0)
+    nyquist = torch.cos(torch.pi * torch.arange(nlon, dtype=torch.float32)).expand(nlat, nlon)
+    assert float(p(nyquist).abs().max()) < 1e-5
+    x = torch.randn(2, nlat, nlon, generator=g)
+    torch.testing.assert_close(p(p(x)), p(x), atol=2e-5, rtol=0)
+    assert float((x - p(x)).abs().max()) > 0.1  # white noise is not band-limited
+
+
+def test_truncated_emulator_adds_no_grid_scale_increment():
+    """With truncate_increments the 6-h increment of even a random network has no zonal
+    Nyquist component; without it, it has."""
+    spec = small_spec()
+    frames = torch.randn(2, 2, *spec.shape, generator=torch.Generator().manual_seed(3))
+    nyquist = []
+    for truncate in (True, False):
+        torch.manual_seed(0)
+        net = EmulatorNet(3, spec.lat, 16, dataclasses.replace(TINY, truncate_increments=truncate))
+        torch.nn.init.normal_(net.decode.weight, std=0.5)
+        increment = Emulator(net, spec).step(frames) - frames[:, -1]
+        nyquist.append(float(torch.fft.rfft(increment, dim=-1)[..., -1].abs().max()))
+    print("max |Nyquist coefficient| of the increment, truncated / not:", nyquist)
+    assert nyquist[0] < 1e-4 < 0.1 < nyquist[1]

@@ -42,7 +42,7 @@ def train_emulator(
     need = cfg.history + 1 + (cfg.rollout_weight > 0)
     if t < need + 1:
         raise ValueError(f"training needs at least {need + 1} consecutive frames, got {t}")
-    net = EmulatorNet(c, spec.lat, w, cfg)
+    net = EmulatorNet(c, spec.lat, w, cfg, grid=spec.grid)
     increments = data[1:] - data[:-1]
     net.increment_std.copy_(increments.std(dim=(0, 2, 3)).clamp_min(1e-4))
     lat_w = torch.as_tensor(spec.latitude_weights(), dtype=torch.float32)[:, None]
@@ -117,7 +117,7 @@ def load_or_train(
         torch.save(net.state_dict(), entry / WEIGHTS_FILE)
         marker = {"config": dataclasses.asdict(cfg), "world": world.name, **log}
         cache.write_marker(entry, marker)
-    net = EmulatorNet(len(spec.channels), spec.lat, spec.lon.size, cfg)
+    net = EmulatorNet(len(spec.channels), spec.lat, spec.lon.size, cfg, grid=spec.grid)
     try:
         net.load_state_dict(torch.load(entry / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is a damaged cache

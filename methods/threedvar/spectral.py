@@ -21,18 +21,9 @@ from __future__ import annotations
 import torch
 import torch_harmonics as th
 
+from bench.forecast.spectral_filter import truncation  # noqa: F401  (shared rule, re-exported)
+
 EARTH_RADIUS_M = 6.371e6
-
-
-def truncation(grid: str, nlat: int, nlon: int) -> tuple[int, int]:
-    """(lmax, mmax) for a grid type (see the module docstring)."""
-    if grid == "legendre-gauss":
-        lmax = nlat
-    elif grid == "equiangular":
-        lmax = (nlat + 1) // 2
-    else:
-        raise ValueError(f"no spherical-harmonic truncation for grid {grid!r}")
-    return lmax, min(lmax, nlon // 2 + 1)
 
 
 class Transforms:
