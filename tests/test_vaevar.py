@@ -192,12 +192,15 @@ def test_config_from_json_lists_round_trips():
 
 
 # ------------------------------------------------------------------------------------ analysis
-def test_taylor_gradient_of_the_cost(trained):
+@pytest.mark.parametrize("odd_decoder", [False, True])
+def test_taylor_gradient_of_the_cost(trained, odd_decoder):
     g = torch.Generator().manual_seed(1)
     x_b = torch.randn(SPEC.shape, generator=g)
     obs = observe(x_b + 0.3 * torch.randn(SPEC.shape, generator=g), SPEC,
                   ObservationSettings(density=0.3, noise_fraction=0.05), cycle=0)
-    cost = trained.cost_function(background(x_b), obs)
+    # λ = 1: the observation term (through the decoder) dominates the curvature, not ½‖w‖²
+    method = with_settings(trained, lam=1.0, odd_decoder=odd_decoder)
+    cost = method.cost_function(background(x_b), obs)
     shape = (1, *trained._latent_shape)
     w = (0.5 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_(True)
     h = torch.randn(shape, generator=g, dtype=torch.float64)
@@ -224,14 +227,16 @@ def test_the_analysis_uses_the_decoder(trained, tmp_path):
     before = method.analyse(background(x_b), obs)
     with torch.no_grad():
         last = [m for m in method.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-        last.weight.mul_(-1.0)  # flip the sign of what the decoder produces
+        # double what the decoder produces (a sign flip would not do: with the odd decoder and
+        # the symmetric prior, w → −w reaches the same increments)
+        last.weight.mul_(2.0)
     after = method.analyse(background(x_b), obs)
-    print(f"max |Δx_a| after flipping the decoder's last layer: {(after - before).abs().max():.3f}")
+    print(f"max |Δx_a| after doubling the decoder's last layer: {(after - before).abs().max():.3f}")
     assert (after - before).abs().max() > 0.1
 
 
 def test_set_vae_uses_a_vae_trained_elsewhere(trained):
-    """set_vae installs another VAE's decoder: a VAE whose last decoder layer is flipped gives
+    """set_vae installs another VAE's decoder: a VAE whose last decoder layer is doubled gives
     another analysis; the scale must have one entry per channel."""
     from methods.vaevar.vae import VAE
 
@@ -245,7 +250,7 @@ def test_set_vae_uses_a_vae_trained_elsewhere(trained):
     reference = with_settings(trained, lam=1.0).analyse(background(torch.zeros(SPEC.shape)), obs)
     assert (same - reference).abs().max() < 1e-5
     with torch.no_grad():
-        [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.mul_(-1)
+        [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.mul_(2)
     twin.set_vae(vae, scale)
     other = twin.analyse(background(torch.zeros(SPEC.shape)), obs)
     assert (other - reference).abs().max() > 0.1
@@ -253,23 +258,46 @@ def test_set_vae_uses_a_vae_trained_elsewhere(trained):
         twin.set_vae(vae, scale[:2])
 
 
-@pytest.mark.parametrize("subtract_offset", [True, False])
-def test_huge_lambda_returns_the_prior_mode(trained, subtract_offset):
-    """λ → ∞: x_a → x_b (subtract_offset) or their x_b + s ⊙ D(0)."""
+@pytest.mark.parametrize("odd_decoder, subtract_offset", [(True, False), (False, True),
+                                                         (False, False)])
+def test_huge_lambda_returns_the_prior_mode(trained, odd_decoder, subtract_offset):
+    """λ → ∞: x_a → x_b (odd_decoder or subtract_offset) or their x_b + s ⊙ D(0)."""
     g = torch.Generator().manual_seed(2)
     x_b = torch.randn(SPEC.shape, generator=g)
     obs = observe(x_b + torch.randn(SPEC.shape, generator=g), SPEC,
                   ObservationSettings(density=0.5), cycle=0)
-    method = with_settings(trained, lam=1e12, subtract_offset=subtract_offset)
+    method = with_settings(trained, lam=1e12, odd_decoder=odd_decoder,
+                           subtract_offset=subtract_offset)
     x_a = method.analyse(background(x_b), obs)
     with torch.no_grad():
         offset = (method.scale * method.decoder(
             torch.zeros(1, *method._latent_shape, dtype=torch.float64))[0]).float()
-    mode = x_b if subtract_offset else x_b + offset
+    mode = x_b if odd_decoder or subtract_offset else x_b + offset
     gap = float((x_a - mode).abs().max())
     print(f"max |x_a − mode| = {gap:.1e}; max |s D(0)| = {float(offset.abs().max()):.3f}")
     assert gap < 1e-4
     assert float(offset.abs().max()) > 1e-3  # the two modes really differ
+
+
+@pytest.mark.parametrize("odd_decoder", [False, True])
+def test_odd_decoder_makes_the_increment_odd_in_the_innovations(trained, odd_decoder):
+    """Innovations d and −d: with odd_decoder the increments are exact negatives (no
+    second-order shift common to both); the plain decoder's are not."""
+    g = torch.Generator().manual_seed(4)
+    x_b = torch.randn(SPEC.shape, generator=g)
+    points = [(Z, 2, 3), (U, 5, 9), (T, 4, 12), (Z, 6, 1)]
+    d = torch.tensor([1.0, -0.7, 0.8, 0.5])
+    h_xb = torch.stack([x_b[c, i, j] for c, i, j in points])
+    method = with_settings(trained, lam=1.0, odd_decoder=odd_decoder)
+    plus = method.analyse(background(x_b), point_obs(h_xb + d, points)) - x_b
+    minus = method.analyse(background(x_b), point_obs(h_xb - d, points)) - x_b
+    asymmetry = rms(plus + minus) / rms(plus)
+    print(f"odd_decoder={odd_decoder}: rms(δ(d) + δ(−d)) / rms(δ(d)) = {asymmetry:.2e}")
+    assert rms(plus) > 0.05  # the observations move the analysis
+    if odd_decoder:
+        assert asymmetry < 1e-4
+    else:
+        assert asymmetry > 1e-2
 
 
 def test_dense_exact_observations_with_small_lambda_are_fitted(tmp_path):
