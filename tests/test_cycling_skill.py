@@ -19,21 +19,25 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def built_in():
-    cfg = RunConfig(methods=("none", "3dvar"), densities=(0.01, 0.05), threads=1,
+    cfg = RunConfig(methods=("none", "3dvar", "vaevar"), densities=(0.01, 0.05), threads=1,
                     cycle=CycleSettings(days=15))
     return cfg, runner.setup(cfg, progress=False)
 
 
-def _analysis_rmse(cfg, s, name: str, density: float) -> dict[str, float]:
-    """Mean analysis RMSE after spin-up per headline channel (physical units)."""
+def _cycled(cfg, s, name: str, density: float) -> np.ndarray:
+    """Analysis RMSE after spin-up, (cycles, C) in physical units."""
     method = runner.build_method(cfg, name, seed=0)
     method.prepare(runner.training_context(s, method, progress=False))
     result = run_cycles(method, s.model, s.truth, s.start, ObservationSettings(density=density),
                         cfg.cycle, s.climatology, progress=False)
     assert result.status == "ok", f"{name} at {density}: {result.reason}"
-    spec = s.truth.spec
-    after = result.rmse[cfg.cycle.spinup_cycles:, 1]
-    return {c: float(np.mean(after[:, spec.index(c)])) for c in HEADLINE}
+    return result.rmse[cfg.cycle.spinup_cycles:, 1]
+
+
+def _analysis_rmse(cfg, s, name: str, density: float) -> dict[str, float]:
+    """Mean analysis RMSE after spin-up per headline channel (physical units)."""
+    after = _cycled(cfg, s, name, density)
+    return {c: float(np.mean(after[:, s.truth.spec.index(c)])) for c in HEADLINE}
 
 
 @pytest.mark.parametrize("density", [0.01, 0.05])
@@ -44,3 +48,18 @@ def test_3dvar_beats_no_assimilation_in_every_headline_channel(built_in, density
     print(density, {c: round(threedvar[c] / none[c], 3) for c in HEADLINE})
     worse = {c: (threedvar[c], none[c]) for c in HEADLINE if threedvar[c] >= none[c]}
     assert not worse, f"3DVar is not better than no assimilation in {worse}"
+
+
+@pytest.mark.parametrize("density", [0.01, 0.05])
+def test_vaevar_beats_no_assimilation_on_mean_analysis_rmse(built_in, density):
+    """VAE-Var's analysis RMSE, normalised by each channel's climatological std and averaged
+    over the 69 channels and the cycles after spin-up, is below no assimilation's. (Not in
+    every channel: its humidity analyses are worse than none's, see the issue note.)"""
+    cfg, s = built_in
+    std = np.asarray(s.truth.spec.std)
+    none = _cycled(cfg, s, "none", density) / std
+    vaevar = _cycled(cfg, s, "vaevar", density) / std
+    ratio = vaevar.mean(axis=0) / none.mean(axis=0)
+    print(density, f"mean normalised RMSE vaevar {vaevar.mean():.3f} none {none.mean():.3f};",
+          f"{int((ratio > 1).sum())} of {ratio.size} channels worse")
+    assert vaevar.mean() < none.mean()
