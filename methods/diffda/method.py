@@ -30,15 +30,14 @@ observations the mean of 4 samples correlated 0.01 with the error, measured on t
 emulator), and a single sample's expected squared error is twice the posterior variance. At 1 %
 and 0.5 % the cycles diverge whatever the σ tried (validation: σ = 1.5 and 3 at 1 % and σ = 3 at
 0.5 % all diverge by cycle 35; projecting each increment on the emulator's T31 does not change
-that, so the growth is not grid-scale noise). It is in the meridional wind: at cycle 34 (1 %, σ
-= 3) v errors are 3.0–3.5 climatological std at every level, with area-mean biases up to 1.2 std
-(v100, v50) — a net meridional flow the truth does not have, which the cycles build up. It seems
-to come from the injected observations, not the denoiser's prior (4 validation cases, 6 h
-denoiser, 40/5/2): without observations the area-mean v increment is at most 0.006 std at every
-level; with 5 % observations on 48 h backgrounds it is −0.02 to −0.05 std where the true error's
-is about −0.01. A likely reason it accumulates: 3DVar's increments get v from a streamfunction
-and velocity potential, DiffDA's spread observed increments are unconstrained. Their σ is
-``--set diffda.mask_sigma=1.5``.
+that, so the growth is not grid-scale noise). The errors grow in every variable, most in v: at
+cycle 34 (1 %, σ = 3) v errors are 3.0–3.5 climatological std at every level, with area-mean
+biases up to 1.2 std (v100, v50). The injection puts in a net meridional flow (4 validation
+cases, 6 h denoiser: without observations the area-mean v increment is at most 0.006 std; with 5
+% observations on 48 h backgrounds −0.02 to −0.05 std where the true error's is about −0.01),
+but that bias is a symptom, not the cause: removing each analysis's area-mean v increment
+removes the bias and the cycles diverge as before (v, u and q500 at ≈ 3 std by cycle 34). The
+cause is not yet known. Their σ is ``--set diffda.mask_sigma=1.5``.
 """
 
 from __future__ import annotations
