@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.forecast.spectral_filter import truncation
 from bench.state import FENGWU_CHANNELS, StateSpec
 from methods import get_method
 from methods.base import Assimilator, TrainingContext
@@ -39,7 +40,6 @@ from methods.diffda.denoiser import ConditionalDenoiser
 from methods.diffda.sampler import make_scheduler
 from methods.threedvar import ThreeDVar
 from methods.threedvar.b_matrix import layout
-from methods.threedvar.spectral import truncation
 from methods.vaevar import VAEVar
 from methods.vaevar.method import ANALYSIS_DTYPES
 from methods.vaevar.vae import VAE

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch_harmonics as th
 
-from bench.forecast.spectral_filter import truncation  # noqa: F401  (shared rule, re-exported)
+from bench.forecast.spectral_filter import truncation
 
 EARTH_RADIUS_M = 6.371e6
 

@@ -262,9 +262,11 @@ class VAEVar(Assimilator):
         return dict(getattr(self, "_diagnostics", {}))
 
     # ------------------------------------------------------------------------------- analysis
-    def cost_function(self, background: Background, obs: Observations
+    def cost_function(self, background: Background, obs: Observations,
+                      increment: Callable[[torch.Tensor], torch.Tensor] | None = None
                       ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """J as a function of w (1, *latent_shape) in the analysis dtype: w -> (J, J_o)."""
+        """J as a function of w (1, *latent_shape) in the analysis dtype: w -> (J, J_o).
+        ``increment``: δ from increment_function() (built here when None)."""
         scale = self.scale
         dtype, device = scale.dtype, scale.device
         x_b = background.x_b.to(device=device, dtype=dtype)
@@ -277,7 +279,7 @@ class VAEVar(Assimilator):
         # floor on σ_o: the noise-free protocol has σ_o = 0
         sigma = obs.error_std.to(dtype).clamp_min(self.min_obs_error)
         inv_lam = 1.0 / self.lam
-        increment = self.increment_function()
+        increment = increment or self.increment_function()
 
         def cost(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             x = x_b + scale * increment(w)
@@ -318,7 +320,8 @@ class VAEVar(Assimilator):
         Returns:
             (C, H, W) analysis, same dtype and device as ``background.x_b``.
         """
-        cost = self.cost_function(background, obs)
+        increment = self.increment_function()  # built once: with subtract_offset it decodes D(0)
+        cost = self.cost_function(background, obs, increment)
         scale = self.scale
         w = torch.zeros(1, *self._latent_shape, dtype=scale.dtype, device=scale.device,
                         requires_grad=True)
@@ -341,7 +344,7 @@ class VAEVar(Assimilator):
             evaluations += int(state.get("func_evals", 0))
         with torch.no_grad():
             j_final, j_o = cost(w)
-            x_a = background.x_b.to(scale) + scale * self.increment_function()(w)
+            x_a = background.x_b.to(scale) + scale * increment(w)
         object.__setattr__(self, "_diagnostics", {
             "iterations": float(iterations), "cost_evaluations": float(evaluations),
             "cost_initial": j_initial, "cost_final": float(j_final),
