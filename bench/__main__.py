@@ -1,4 +1,4 @@
-"""``python -m bench …``: see bench/cli.py."""
+"""``python -m bench …``: see bench/cli/."""
 
 import sys
 

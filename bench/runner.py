@@ -6,7 +6,7 @@ Layout of the run directory (DESIGN.md §6):
     cells/<m>__<d>__<s>.nc   one finished cell each, written atomically when the cell ends
     metrics.nc           all cells merged (dims method, density, seed, cycle, phase, channel)
     timing.csv           one row per analysis: method, density, seed, cycle, seconds, peak bytes
-    tables/ figures/     made from metrics.nc only (bench/tables.py, bench/plots.py)
+    tables/ figures/     made from metrics.nc only (bench/report/tables.py, bench/report/plots.py)
     log.txt              what happened, one line per event
 
 An interrupted run (Ctrl-C, SIGKILL) loses at most the cells in progress; ``resume=True``

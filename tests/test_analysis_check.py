@@ -1,4 +1,4 @@
-"""The one-analysis check (bench/analysis_check.py) on a small advected world.
+"""The one-analysis check (bench/experiments/check.py) on a small advected world.
 
 The cases must hold the errors they claim to (truth − forecast, or the NMC difference that
 bench/samples.py makes for the same start), and the ratio must be 1 for no assimilation and
@@ -11,7 +11,7 @@ import pytest
 import torch
 from forecast_fixtures import Shift, advected_trajectory, small_spec
 
-from bench.analysis_check import cases, error_ratios, summary
+from bench.experiments.check import cases, error_ratios, summary
 from bench.forecast.persistence import Persistence
 from bench.observations import ObservationSettings
 from bench.samples import SampleSettings, make_samples
@@ -99,8 +99,8 @@ def test_run_check_prepares_methods_and_writes_the_tables(tmp_path, monkeypatch,
     from forecast_fixtures import persistence_setup
 
     from bench import runner
-    from bench.analysis_check import run_check
     from bench.config import CycleSettings, RunConfig
+    from bench.experiments.check import run_check
 
     cfg = RunConfig(methods=("none", "interp"), densities=(0.5,), obs_noise=0.0,
                     cycle=CycleSettings(days=1))

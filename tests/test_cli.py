@@ -76,7 +76,7 @@ def test_run_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, i
 
 # ----------------------------------------------------------------------------- --set
 def test_set_gives_a_method_a_hyper_parameter_for_the_run():
-    from bench.cli import method_settings
+    from bench.cli.parser import method_settings
     from bench.config import RunConfig
     from bench.runner import build_method
 

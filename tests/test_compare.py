@@ -4,9 +4,9 @@ import pytest
 from test_runner import prepared
 
 from bench import runner
-from bench.compare import compare_runs, write_comparison
 from bench.config import CycleSettings, RunConfig
-from bench.tables import skill_numbers
+from bench.report.compare import compare_runs, write_comparison
+from bench.report.tables import skill_numbers
 
 
 def test_a_sweep_becomes_one_row_per_setting(tmp_path):

@@ -12,7 +12,7 @@ from bench import runner
 from bench.config import CycleSettings, RunConfig
 from bench.cycle import run_cycles
 from bench.observations import ObservationSettings
-from bench.tables import HEADLINE
+from bench.report.tables import HEADLINE
 
 pytestmark = pytest.mark.slow
 

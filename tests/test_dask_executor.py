@@ -52,7 +52,7 @@ def assert_same_metrics(a: xr.Dataset, b: xr.Dataset) -> None:
 
 
 def test_dask_gives_exactly_the_local_metrics_and_tables(tmp_path, client):
-    from bench.tables import write_tables
+    from bench.report.tables import write_tables
 
     local = runner.run(CFG, tmp_path / "local", progress=False, prepared=tiny_setup(CFG))
     ran = runner.run(CFG, tmp_path / "dask", progress=False,

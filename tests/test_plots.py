@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from metrics_fixture import DEVICE, DIVERGED, make_metrics
 
-from bench import plots, tables
+from bench.report import plots, tables
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 HEADLINE_PRESENT = ("z500", "t850", "q700", "u850", "t2m", "u10", "msl")

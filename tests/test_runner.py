@@ -79,7 +79,7 @@ def test_every_method_sees_identical_observations_and_tables_regenerate_identica
     import dataclasses as dc
 
     import methods
-    from bench.tables import write_tables
+    from bench.report.tables import write_tables
     from methods.base import Assimilator
 
     seen = {}

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 from metrics_fixture import DEVICE, DIVERGED, SPINUP_CYCLES, make_metrics
 
-from bench import tables
+from bench.report import tables
 
 CELLS = [("3dvar", 0.01), ("3dvar", 0.05), ("vaevar", 0.01), ("vaevar", 0.05), ("none", 0.01),
          ("none", 0.05)]

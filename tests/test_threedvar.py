@@ -276,7 +276,7 @@ def test_invalid_config_is_rejected():
 def test_single_obs_increments_and_figure(world):
     from matplotlib.figure import Figure
 
-    from bench.single_obs import figure, single_observation_increments
+    from bench.experiments.single_obs import figure, single_observation_increments
     spec, _, stats, _ = world
     method = method_with(stats, spec, tolerance=1e-8)
     inc = single_observation_increments(method, spec, "z500", lat=45.0, lon=90.0,
@@ -320,7 +320,7 @@ def test_real_world_z500_observation_is_cyclonic():
     spec, samples = cached
     method = ThreeDVar(tolerance=1e-6, max_iterations=300)
     method.set_statistics(spec, statistics.estimate(spec, samples, variance_scale=0.25))
-    from bench.single_obs import single_observation_increments
+    from bench.experiments.single_obs import single_observation_increments
     for lat in (45.0, -45.0):
         inc = single_observation_increments(method, spec, "z500", lat=lat, lon=129.0,
                                             innovation=-1.0, error_std=0.1).double()

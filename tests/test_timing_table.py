@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.timing_setup import estimate_memory, synthetic_spec, timing_channels, untrained
+from bench.experiments.synthetic import estimate_memory, synthetic_spec, timing_channels, untrained
 from methods import METHODS
 
 COLUMNS = ["method", "device", "grid", "channels", "observations", "repeats", "median_s",
@@ -62,7 +62,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra
 
 
 def test_refuses_a_grid_that_cannot_fit(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("bench.timing_table.available_bytes", lambda device: 1e9)
+    monkeypatch.setattr("bench.experiments.timing.available_bytes", lambda device: 1e9)
     out = tmp_path / "timing"
     assert main(["timing", "--methods", "3dvar", "--grid", "721x1440", "--device", "cpu",
                  "--out", str(out)]) == 2
@@ -81,7 +81,7 @@ def test_channel_subsets_keep_fengwu_order_and_wind_pairs():
 def test_untrained_methods_analyse_at_any_grid():
     """The synthetic internals fit the grid: each method returns a finite (C, H, W) analysis
     that differs from the background where it should (all but ``none``)."""
-    from bench.timing_table import synthetic_case
+    from bench.experiments.timing import synthetic_case
 
     spec = synthetic_spec(10, 20, 5)
     background, obs = synthetic_case(spec, 0.05, torch.device("cpu"), seed=1)

@@ -46,7 +46,7 @@ INPUT_NAME = "input"
 #: The release's grid (lat, lon); only named in messages: any grid the graph accepts is allowed.
 RELEASE_GRID = (721, 1440)
 
-#: The command-line flag that sets each file, named in error messages (bench/cli.py owns parsing).
+#: The command-line flag that sets each file, named in error messages (bench/cli/ owns parsing).
 FLAGS: dict[str, str] = {
     "onnx_path": "--fengwu-onnx",
     "mean_path": "--fengwu-mean",

@@ -5,7 +5,7 @@ sampling steps. Each (run, method, density) becomes one row labelled with the ru
 ``--set`` values for that method, with the analysis RMSE after spin-up of the headline
 channels (mean over cycles and seeds, as the skill table computes it) next to the median time
 per analysis — the trade-off a reader wants in one table. Reads metrics.nc and config.json
-only, like bench/tables.py.
+only, like bench/report/tables.py.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 import xarray as xr
 
 from bench import store
-from bench.tables import HEADLINE, skill_numbers, timing_numbers
+from bench.report.tables import HEADLINE, skill_numbers, timing_numbers
 
 
 def settings_label(config: dict, method: str) -> str:

@@ -1,6 +1,6 @@
 """The command line: ``python -m bench <command> …``.
 
-Only this module and its parser (bench/cli_parser.py) read arguments (DESIGN.md §2). Every
+Only this module and its parser (bench/cli/parser.py) read arguments (DESIGN.md §2). Every
 command returns an exit code: 0 on success, 2 for bad input (one clear line on stderr,
 nothing written), 1 for a failure while working.
 """
@@ -12,9 +12,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from bench.cli_experiments import cmd_check, cmd_single_obs
-from bench.cli_parser import UsageError, build_parser, method_settings
-from bench.tables import HEADLINE
+from bench.cli.experiments import cmd_check, cmd_single_obs
+from bench.cli.parser import UsageError, build_parser, method_settings
+from bench.report.tables import HEADLINE
 
 
 def _cmd_worlds(args: argparse.Namespace) -> int:
@@ -182,8 +182,8 @@ def run_config(args: argparse.Namespace):
 
 
 def _report(ds, out, command: str) -> None:
-    from bench.plots import write_figures
-    from bench.tables import format_skill_for_terminal, write_tables
+    from bench.report.plots import write_figures
+    from bench.report.tables import format_skill_for_terminal, write_tables
 
     paths = write_tables(ds, out, command)
     paths += write_figures(ds, out)
@@ -259,7 +259,7 @@ def _cmd_tables(args: argparse.Namespace) -> int:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     """Several runs (a settings sweep) -> one table of skill and time per analysis."""
-    from bench.compare import compare_runs, write_comparison
+    from bench.report.compare import compare_runs, write_comparison
     from bench.store import command_line
 
     try:
@@ -275,8 +275,8 @@ def _cmd_timing(args: argparse.Namespace) -> int:
     """One analysis per method at any grid with random weights: time, memory, kernel rates."""
     import torch
 
+    from bench.experiments.timing import TimingSettings, format_for_terminal, run_timing
     from bench.store import command_line
-    from bench.timing_table import TimingSettings, format_for_terminal, run_timing
 
     settings = TimingSettings(methods=args.methods, grid=args.grid, channels=args.channels,
                               density=args.density, repeats=args.repeats, device=args.device,
@@ -295,7 +295,7 @@ def _cmd_timing(args: argparse.Namespace) -> int:
     return 0
 
 
-#: handler name (cli_parser's ``handler=…``) -> the function that runs it
+#: handler name (cli/parser.py's ``handler=…``) -> the function that runs it
 COMMANDS = {
     "worlds": _cmd_worlds, "prepare": _cmd_prepare, "train": _cmd_train,
     "samples": _cmd_samples, "run": _cmd_run, "single_obs": cmd_single_obs,

@@ -22,7 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench import store
-from bench.tables import (
+from bench.report.tables import (
     channel_label,
     display_units,
     diverged_seeds,

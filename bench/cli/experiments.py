@@ -5,14 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.cli_parser import UsageError, method_settings
+from bench.cli.parser import UsageError, method_settings
 
 
 def cmd_single_obs(args: argparse.Namespace) -> int:
     """One observation of one channel, every method's increment side by side (VAE-Var paper)."""
     from bench import runner
     from bench.config import CycleSettings, RunConfig
-    from bench.single_obs import figure, single_observation_increments
+    from bench.experiments.single_obs import figure, single_observation_increments
     from bench.store import command_line, write_figure, write_text
     from bench.worlds import UnknownWorldError
     from methods import UnknownMethodError, get_method
@@ -55,10 +55,10 @@ def cmd_single_obs(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """One analysis per method against a known background error (bench/analysis_check.py)."""
+    """One analysis per method against a known background error (bench/experiments/check.py)."""
     from bench import runner
-    from bench.analysis_check import ERROR_KINDS, run_check
     from bench.config import CycleSettings, RunConfig
+    from bench.experiments.check import ERROR_KINDS, run_check
     from bench.store import command_line
     from bench.worlds import UnknownWorldError
     from methods import UnknownMethodError

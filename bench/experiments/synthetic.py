@@ -167,7 +167,7 @@ BUILDERS: dict[str, Builder] = {"3dvar": _threedvar, "vaevar": _vaevar, "diffda"
 
 def _no_training_data(*args, **kwargs):
     raise RuntimeError("a method built for timing has no training data; add a builder to "
-                       "bench/timing_setup.BUILDERS for a method that learns in prepare()")
+                       "bench/experiments/synthetic.BUILDERS for a method that learns in prepare()")
 
 
 def untrained(name: str, spec: StateSpec, device: torch.device | str = "cpu",

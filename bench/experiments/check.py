@@ -133,8 +133,8 @@ def run_check(cfg, out: str | Path, errors: str = "forecast", lead_hours: int = 
     channels and the mean over all channels) and ``analysis_check_channels.csv`` (every
     channel) under ``out``. Returns the wide table and the paths written."""
     from bench import runner
+    from bench.report.tables import HEADLINE
     from bench.store import write_csv, write_table
-    from bench.tables import HEADLINE
 
     s = runner.setup(cfg, progress=progress)
     spec, valid = s.world.spec, s.world.period("valid")
@@ -154,7 +154,7 @@ def run_check(cfg, out: str | Path, errors: str = "forecast", lead_hours: int = 
     notes = (f"Analysis RMSE / background RMSE (latitude-weighted, over {len(case_list)} starts "
              f"of the validation period; below 1 = error removed). Background errors: {what}. "
              f"Observation noise {cfg.obs_noise:g} of each channel's climatological std. "
-             "`all`: mean of the ratio over all channels. See bench/analysis_check.py.")
+             "`all`: mean of the ratio over all channels. See bench/experiments/check.py.")
     paths = write_table(wide, out, "analysis_check", "One analysis against a known error",
                         command, notes)
     paths.append(write_csv(table, Path(out) / "analysis_check_channels.csv", command))

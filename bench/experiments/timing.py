@@ -1,6 +1,6 @@
 """``python -m bench timing``: the cost of one analysis per method at any grid, as a table.
 
-Per method (built "untrained, for timing" by bench/timing_setup.py: networks of the configured
+Per method (built "untrained, for timing" by bench/experiments/synthetic.py: networks of the configured
 size with random weights, synthetic 3DVar statistics) and device:
 - ``repeats`` analyses of one random background with grid-point observations ("columns"
   sampling at ``density``), after one untimed warm-up: median and p90 wall time (s) and the
@@ -30,10 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import store
-from bench.observations import ObservationSettings, observe
-from bench.state import StateSpec
-from bench.timing import device_name, measure
-from bench.timing_setup import (
+from bench.experiments.synthetic import (
     MAX_CHANNELS,
     MemoryEstimate,
     available_bytes,
@@ -41,6 +38,9 @@ from bench.timing_setup import (
     synthetic_spec,
     untrained,
 )
+from bench.observations import ObservationSettings, observe
+from bench.state import StateSpec
+from bench.timing import device_name, measure
 from methods import get_method
 from methods.base import Assimilator, Background, Observations
 
@@ -307,7 +307,7 @@ def notes(settings: TimingSettings, device: str) -> str:
     """The text above the Markdown table: what was measured and how."""
     return (
         f"One analysis per method on {device}: {settings.channels} of FengWu's channels "
-        "(surface, then whole levels from 500, 850, 250 hPa …; bench/timing_setup.py), "
+        "(surface, then whole levels from 500, 850, 250 hPa …; bench/experiments/synthetic.py), "
         f"observations at density {settings.density:g} ('columns': all channels at the chosen "
         "points). Networks of each method's default size with random weights, synthetic 3DVar "
         "statistics (python -m bench timing never trains). Times: median and p90 of "

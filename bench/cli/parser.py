@@ -1,7 +1,7 @@
 """The argument parser of ``python -m bench``: every command and flag, ``--set`` parsing, and
 the UsageError (one line, exit code 2) that every handler raises for bad input.
 
-bench/cli.py (and bench/cli_experiments.py) run the commands; each subparser names its handler
+bench/cli/ (and bench/cli/experiments.py) run the commands; each subparser names its handler
 with ``handler=…``.
 """
 

@@ -1,0 +1,1 @@
+"""Experiments beside the cycling grid: one-analysis checks, single observations, timing."""

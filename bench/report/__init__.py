@@ -1,0 +1,1 @@
+"""Results -> paper tables, figures and sweep comparisons (pure functions of metrics.nc)."""
