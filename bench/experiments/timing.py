@@ -1,7 +1,7 @@
 """``python -m bench timing``: the cost of one analysis per method at any grid, as a table.
 
-Per method (built "untrained, for timing" by bench/experiments/synthetic.py: networks of the configured
-size with random weights, synthetic 3DVar statistics) and device:
+Per method (built "untrained, for timing" by bench/experiments/synthetic.py: networks of the
+configured size with random weights, synthetic 3DVar statistics) and device:
 - ``repeats`` analyses of one random background with grid-point observations ("columns"
   sampling at ``density``), after one untimed warm-up: median and p90 wall time (s) and the
   peak memory the analysis added (bytes; bench/timing.measure: CUDA max_memory_allocated, CPU
