@@ -1,5 +1,9 @@
-"""Every knob of a run, as frozen dataclasses. The resolved RunConfig is saved as config.json
-beside the results, and each CLI flag of ``python -m bench run`` maps to one field here.
+"""Every knob of a run, as nested frozen dataclasses; the resolved RunConfig is saved as
+config.json beside the results. Each default is written here once: the CLI's flags are
+generated from these fields (bench/cli/flags.py).
+
+Errors name the dotted field (``cycle.days``), the value and what was expected
+(``ConfigError``); only the CLI translates a field into its flag.
 """
 
 from __future__ import annotations
@@ -7,11 +11,52 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from bench.state import StateSpec
 
 #: CycleSettings.history_update choices
 HISTORY_UPDATES = ("increment", "replace")
+#: ObservationSettings.sampling choices
+SAMPLING_MODES: tuple[str, ...] = ("columns", "elements")
+FORECAST_KINDS = ("emulator", "fengwu")
+DEVICES = ("auto", "cpu", "cuda")
+#: Hours between the frames of every world and between forecast-model steps.
+STEP_HOURS = 6
 
 
+class ConfigError(ValueError):
+    """A bad setting: ``field`` (dotted, e.g. "cycle.days"), the ``value`` and what was
+    ``expected``. The CLI rewrites the field as its flag."""
+
+    def __init__(self, field: str, value, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field} = {value!r}: {expected}")
+
+    def within(self, prefix: str) -> ConfigError:
+        """The same error for a field nested under ``prefix`` ("cycle" -> "cycle.days")."""
+        return ConfigError(f"{prefix}.{self.field}", self.value, self.expected)
+
+
+def check(field: str, value, ok: bool, expected: str) -> None:
+    if not ok:
+        raise ConfigError(field, value, expected)
+
+
+def is_number(value) -> bool:
+    """A finite real number (bools are not numbers here)."""
+    return (isinstance(value, int | float | np.integer | np.floating)
+            and not isinstance(value, bool) and math.isfinite(float(value)))
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+
+# ----------------------------------------------------------------------------- settings
 @dataclasses.dataclass(frozen=True)
 class ForecastSettings:
     """Which forecast model cycles the states.
@@ -28,6 +73,106 @@ class ForecastSettings:
     fengwu_std: str | None = None
     emulator_steps: int | None = None
 
+    def __post_init__(self):
+        check("kind", self.kind, self.kind in FORECAST_KINDS, f"one of {', '.join(FORECAST_KINDS)}")
+        if self.emulator_steps is not None:
+            check("emulator_steps", self.emulator_steps,
+                  is_int(self.emulator_steps) and self.emulator_steps >= 1, "an integer >= 1")
+        if self.kind == "fengwu":
+            for name in ("fengwu_onnx", "fengwu_mean", "fengwu_std"):
+                check(name, getattr(self, name), bool(getattr(self, name)),
+                      "a file of FengWu's release (needed with the fengwu model)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObservationSettings:
+    """How observations are drawn each cycle (bench/observations.py); recorded with results.
+
+    Attributes:
+        density: fraction of grid points observed, in (0, 1]. With ``columns`` the number of
+            points is max(1, round(density · H · W)); with ``elements`` the number of observed
+            (channel, point) elements is max(1, round(density · C' · H · W)), C' the number of
+            observed channels. (An exact count, not a Bernoulli draw per element, so every cycle
+            and every seed has the same number of observations.) In a RunConfig each cell sets
+            it from ``RunConfig.densities``.
+        sampling: "columns" (all observed channels at each chosen point) or "elements" (each
+            (channel, point) element chosen independently).
+        noise_fraction: observation error std per channel as a fraction of the channel's
+            climatological std: σ_o,c = noise_fraction · clim_std_c (physical units), i.e.
+            noise_fraction · clim_std_c / spec.std_c normalised. 0 is the noise-free protocol
+            (σ_o = 0, nothing added). R matches the noise actually added.
+        redraw: new locations every cycle (True) or cycle 0's locations at every cycle (False;
+            the noise is still drawn per cycle).
+        seed: run seed, a non-negative integer (in a RunConfig each cell sets it).
+        channels: names of the observed channels, None for all. The order given does not matter:
+            observations are ordered by the spec's channel order.
+        window_every_hours: hours between observation times inside a 4D method's window
+            (methods/base ObservationWindow): times 0, every, 2·every, … ≤ window_hours after
+            the analysis. A multiple of the worlds' 6-hour frames.
+    """
+
+    density: float = 0.01
+    sampling: str = "columns"
+    noise_fraction: float = 0.01
+    redraw: bool = True
+    seed: int = 0
+    channels: tuple[str, ...] | None = None
+    window_every_hours: int = 6
+
+    def __post_init__(self):
+        check("density", self.density, is_number(self.density) and 0 < self.density <= 1,
+              "a fraction of grid points in (0, 1], e.g. 0.01")
+        object.__setattr__(self, "density", float(self.density))
+        check("sampling", self.sampling, self.sampling in SAMPLING_MODES,
+              f"one of {', '.join(SAMPLING_MODES)}")
+        check("noise_fraction", self.noise_fraction,
+              is_number(self.noise_fraction) and self.noise_fraction >= 0,
+              "a finite number >= 0 (0 = noise-free)")
+        object.__setattr__(self, "noise_fraction", float(self.noise_fraction))
+        check("redraw", self.redraw, isinstance(self.redraw, bool), "true or false")
+        check("seed", self.seed, is_int(self.seed) and self.seed >= 0,
+              "a non-negative integer")
+        object.__setattr__(self, "seed", int(self.seed))
+        check("window_every_hours", self.window_every_hours,
+              is_int(self.window_every_hours) and self.window_every_hours >= STEP_HOURS
+              and self.window_every_hours % STEP_HOURS == 0,
+              f"a positive multiple of {STEP_HOURS} h (the worlds' frames are 6-hourly)")
+        if self.channels is not None:
+            check("channels", self.channels, not isinstance(self.channels, str),
+                  "a sequence of channel names, not one string")
+            names = tuple(self.channels)
+            check("channels", names, bool(names), "at least one channel name (None = all)")
+            check("channels", names, len(set(names)) == len(names), "no duplicates")
+            object.__setattr__(self, "channels", names)
+
+    def channel_indices(self, spec: StateSpec) -> np.ndarray:
+        """Spec indices of the observed channels, ascending, (C',) int64."""
+        if self.channels is None:
+            return np.arange(len(spec.channels), dtype=np.int64)
+        return np.array(sorted(spec.indices(self.channels)), dtype=np.int64)
+
+    def error_std(self, spec: StateSpec, clim_std: np.ndarray | None = None) -> np.ndarray:
+        """σ_o per channel, normalised, (C,) float64: noise_fraction · clim_std_c / spec.std_c.
+
+        Args:
+            clim_std: (C,) climatological std per channel in physical units, > 0; None uses
+                spec.std (then σ_o = noise_fraction for every channel).
+        """
+        if clim_std is None:
+            return np.full(len(spec.channels), self.noise_fraction)
+        clim = np.asarray(clim_std, dtype=np.float64)
+        if clim.shape != (len(spec.channels),):
+            raise ValueError(
+                f"clim_std must have one value per channel, shape ({len(spec.channels)},), "
+                f"got {clim.shape}")
+        if not np.all(np.isfinite(clim) & (clim > 0)):
+            raise ValueError("clim_std must be finite and strictly positive")
+        return self.noise_fraction * clim / spec.std
+
+    def window_offsets(self, window_hours: int) -> tuple[int, ...]:
+        """Observation times (hours after the analysis) of a ``window_hours`` window."""
+        return tuple(range(0, int(window_hours) + 1, self.window_every_hours))
+
 
 @dataclasses.dataclass(frozen=True)
 class CycleSettings:
@@ -38,7 +183,8 @@ class CycleSettings:
         first_lead_hours: lead of the time-lagged first background (forecast from truth).
         start: valid time of the first analysis (ISO); None = the test period's start plus
             ``first_lead_hours`` and one frame (the model's two input frames must lie inside it).
-        spinup_cycles: cycles left out of the skill tables (mean ± 1σ over the rest).
+        spinup_cycles: cycles left out of the skill tables (mean ± 1σ over the rest); fewer
+            than the run's cycles.
         divergence_factor: a cell is "diverged" when its analysis RMSE, averaged over channels in
             normalised units, exceeds this multiple of the climatology's RMSE (or is NaN/Inf).
         forecast_every: free forecasts from the analysis every N cycles (0 = none).
@@ -63,9 +209,57 @@ class CycleSettings:
     forecast_hours: int = 120
     history_update: str = "increment"
 
+    def __post_init__(self):
+        check("days", self.days, is_number(self.days) and self.days > 0 and self.cycles >= 1,
+              "a positive number of days giving at least one 6-hourly cycle (>= 0.25)")
+        check("first_lead_hours", self.first_lead_hours,
+              is_int(self.first_lead_hours) and self.first_lead_hours >= STEP_HOURS
+              and self.first_lead_hours % STEP_HOURS == 0, f"a positive multiple of {STEP_HOURS}")
+        check("spinup_cycles", self.spinup_cycles,
+              is_int(self.spinup_cycles) and self.spinup_cycles >= 0, "an integer >= 0")
+        check("spinup_cycles", self.spinup_cycles, self.spinup_cycles < self.cycles,
+              f"fewer than the run's {self.cycles} cycles ({self.days:g} days), or no cycle is "
+              f"left for the tables; run at least {self.spinup_cycles / 4 + 0.25:g} days or "
+              "shorten the spin-up")
+        check("divergence_factor", self.divergence_factor,
+              is_number(self.divergence_factor) and self.divergence_factor > 0, "a number > 0")
+        check("forecast_every", self.forecast_every,
+              is_int(self.forecast_every) and self.forecast_every >= 0, "an integer >= 0")
+        check("forecast_hours", self.forecast_hours,
+              is_int(self.forecast_hours) and self.forecast_hours >= STEP_HOURS
+              and self.forecast_hours % STEP_HOURS == 0, f"a positive multiple of {STEP_HOURS}")
+        check("history_update", self.history_update, self.history_update in HISTORY_UPDATES,
+              f"one of {', '.join(HISTORY_UPDATES)}")
+
     @property
     def cycles(self) -> int:
-        return int(round(self.days * 4))
+        return int(round(self.days * 4)) if is_number(self.days) else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleSettings:
+    """The initial ensemble of ensemble methods (DESIGN.md §4), identical for all of a run's.
+
+    Member i's first history is the shared first background's plus ε_i on every frame, with
+    ε_i = scale · (s_{j_i} − mean_i s_{j_i}): training-period NMC samples s_j (bench/samples.py)
+    drawn without replacement by a generator seeded by (run seed, "ensemble"), centred so the
+    ensemble mean is the shared first background.
+
+    Attributes:
+        perturbation_scale: ``scale`` above (1 = the NMC samples' own size).
+        forecast_batch: members forecast per model call (None: the model's ``max_batch``).
+    """
+
+    perturbation_scale: float = 1.0
+    forecast_batch: int | None = None
+
+    def __post_init__(self):
+        check("perturbation_scale", self.perturbation_scale,
+              is_number(self.perturbation_scale) and self.perturbation_scale >= 0,
+              "a finite number >= 0")
+        if self.forecast_batch is not None:
+            check("forecast_batch", self.forecast_batch,
+                  is_int(self.forecast_batch) and self.forecast_batch >= 1, "an integer >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,12 +272,10 @@ class RunConfig:
         forecast: the forecast model.
         methods: registered method names.
         densities: observation densities, fractions of grid points in (0, 1].
-        seeds: run seeds (observations, stochastic methods).
-        obs_sampling: "columns" or "elements".
-        obs_noise: observation error std as a fraction of each channel's climatological std
-            (0 = the noise-free protocol).
-        obs_redraw: new observation locations every cycle (False: fixed network).
+        seeds: run seeds (observations, stochastic methods, the initial ensemble).
+        observations: the observation protocol; each cell sets its density and seed.
         cycle: the cycling protocol.
+        ensemble: the initial ensemble of ensemble methods.
         device: "auto", "cpu" or "cuda".
         threads: torch threads on CPU.
         method_settings: non-default hyper-parameters per method, {method: {field: value}}
@@ -96,70 +288,78 @@ class RunConfig:
     methods: tuple[str, ...] = ("none",)
     densities: tuple[float, ...] = (0.01,)
     seeds: tuple[int, ...] = (0,)
-    obs_sampling: str = "columns"
-    obs_noise: float = 0.01
-    obs_redraw: bool = True
+    observations: ObservationSettings = ObservationSettings()
     cycle: CycleSettings = CycleSettings()
+    ensemble: EnsembleSettings = EnsembleSettings()
     device: str = "auto"
     threads: int = 2
     method_settings: dict = dataclasses.field(default_factory=dict)
 
-    def validate(self) -> None:
-        """Raise ValueError with the offending value and the fix for any bad setting."""
-        if not self.methods:
-            raise ValueError("--methods is empty; give at least one method, e.g. --methods none")
-        for d in self.densities:
-            if not (isinstance(d, float | int) and math.isfinite(d) and 0 < d <= 1):
-                raise ValueError(
-                    f"density {d!r} is outside (0, 1]: it is the fraction of grid points "
-                    f"observed, e.g. --density 0.01,0.05")
-        if len(set(self.densities)) != len(self.densities):
-            raise ValueError(f"--density has duplicates: {self.densities}")
-        if self.cycle.days <= 0 or self.cycle.cycles < 1:
-            raise ValueError(f"--days {self.cycle.days} gives no cycle; use --days 1 or more")
-        if self.cycle.first_lead_hours < 6 or self.cycle.first_lead_hours % 6:
-            raise ValueError(
-                f"--first-lead {self.cycle.first_lead_hours} must be a positive multiple of 6 h")
-        if self.cycle.history_update not in HISTORY_UPDATES:
-            raise ValueError(f"--history-update {self.cycle.history_update!r} must be one of "
-                             f"{', '.join(HISTORY_UPDATES)}")
-        if self.obs_noise < 0 or not math.isfinite(self.obs_noise):
-            raise ValueError(f"--obs-noise {self.obs_noise} must be >= 0 (0 = noise-free)")
-        if self.obs_sampling not in ("columns", "elements"):
-            raise ValueError(
-                f"--obs-sampling {self.obs_sampling!r} must be 'columns' or 'elements'")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"--device {self.device!r} must be auto, cpu or cuda")
-        if self.forecast.kind not in ("emulator", "fengwu"):
-            raise ValueError(f"--model {self.forecast.kind!r} must be emulator or fengwu")
-        if self.forecast.kind == "fengwu":
-            missing = [flag for flag, value in (
-                ("--fengwu-onnx", self.forecast.fengwu_onnx),
-                ("--fengwu-mean", self.forecast.fengwu_mean),
-                ("--fengwu-std", self.forecast.fengwu_std)) if not value]
-            if missing:
-                raise ValueError(f"--model fengwu needs {', '.join(missing)}")
-        if self.threads < 1:
-            raise ValueError(f"--threads {self.threads} must be >= 1")
+    def __post_init__(self):
+        for name in ("methods", "densities", "seeds"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        _list("methods", self.methods, lambda m: isinstance(m, str) and m.strip() != "",
+              "method names, e.g. none,interp")
+        _list("densities", self.densities, lambda d: is_number(d) and 0 < d <= 1,
+              "fractions of grid points in (0, 1], e.g. 0.01,0.05")
+        _list("seeds", self.seeds, lambda s: is_int(s) and s >= 0,
+              "non-negative integers, e.g. 0,1,2")
+        check("device", self.device, self.device in DEVICES, f"one of {', '.join(DEVICES)}")
+        check("threads", self.threads, is_int(self.threads) and self.threads >= 1,
+              "an integer >= 1")
         for name in self.method_settings:
-            if name not in self.methods:
-                raise ValueError(f"--set {name}.…: {name!r} is not in --methods "
-                                 f"{','.join(self.methods)}")
+            check("method_settings", name, name in self.methods,
+                  f"settings for a method of this run ({', '.join(self.methods)})")
 
+    def cell_observations(self, density: float, seed: int) -> ObservationSettings:
+        """The observation settings of one cell."""
+        return dataclasses.replace(self.observations, density=density, seed=seed)
+
+    # ----------------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        for per_cell in ("density", "seed"):  # set per cell from densities and seeds
+            d["observations"].pop(per_cell)
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
+        """The config of a config.json, including the flat layout of earlier versions (their
+        obs_sampling / obs_noise / obs_redraw fields become ``observations``)."""
         d = dict(d)
-        d["forecast"] = ForecastSettings(**d["forecast"])
-        d["cycle"] = CycleSettings(**d["cycle"])
-        for key in ("methods", "densities", "seeds"):
-            d[key] = tuple(d[key])
+        obs = dict(d.pop("observations", {}))
+        for old, new in (("obs_sampling", "sampling"), ("obs_noise", "noise_fraction"),
+                         ("obs_redraw", "redraw")):
+            if old in d:
+                obs[new] = d.pop(old)
+        d["observations"] = ObservationSettings(**obs)
+        d["forecast"] = ForecastSettings(**d.get("forecast", {}))
+        d["cycle"] = CycleSettings(**d.get("cycle", {}))
+        d["ensemble"] = EnsembleSettings(**d.get("ensemble", {}))
         return cls(**d)
+
+
+def _list(field: str, values: Iterable, ok: Callable[[object], bool], expected: str) -> None:
+    """A list setting: not empty, every item valid, no duplicates."""
+    values = tuple(values)
+    check(field, values, bool(values), f"at least one value: {expected}")
+    for v in values:
+        check(field, v, ok(v), expected)
+    seen = set()
+    for v in values:
+        check(field, values, v not in seen, f"no duplicates ({v!r} appears twice)")
+        seen.add(v)
+
+
+def nested(prefix: str, make: Callable[[], object]):
+    """``make()``, with a ConfigError's field put under ``prefix`` (for nested settings)."""
+    try:
+        return make()
+    except ConfigError as err:
+        raise err.within(prefix) from None
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:

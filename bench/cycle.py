@@ -26,9 +26,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bench import metrics
-from bench.config import HISTORY_UPDATES, CycleSettings
+from bench.config import HISTORY_UPDATES, CycleSettings, ObservationSettings
 from bench.forecast.base import STEP_HOURS, ForecastModel
-from bench.observations import ObservationSettings, observe, observed_points
+from bench.observations import observe, observed_points
 from bench.state import StateSpec
 from bench.timing import measure
 from methods.base import Assimilator, Background

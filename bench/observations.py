@@ -29,107 +29,14 @@ missing value never shifts the noise of the other observations.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
+from bench.config import ObservationSettings
 from bench.state import StateSpec
 from methods.base import Observations
-
-#: Valid values of ``ObservationSettings.sampling``.
-SAMPLING_MODES: tuple[str, ...] = ("columns", "elements")
-
-
-# --------------------------------------------------------------------------------- settings
-@dataclasses.dataclass(frozen=True)
-class ObservationSettings:
-    """How observations are drawn each cycle; recorded with the results.
-
-    Attributes:
-        density: fraction of grid points observed, in (0, 1]. With ``columns`` the number of
-            points is max(1, round(density · H · W)); with ``elements`` the number of observed
-            (channel, point) elements is max(1, round(density · C' · H · W)), C' the number of
-            observed channels. (An exact count, not a Bernoulli draw per element, so every cycle
-            and every seed has the same number of observations.)
-        sampling: "columns" (all observed channels at each chosen point) or "elements" (each
-            (channel, point) element chosen independently).
-        noise_fraction: observation error std per channel as a fraction of the channel's
-            climatological std: σ_o,c = noise_fraction · clim_std_c (physical units), i.e.
-            noise_fraction · clim_std_c / spec.std_c normalised. 0 is the noise-free protocol
-            (σ_o = 0, nothing added). R matches the noise actually added.
-        redraw: new locations every cycle (True) or cycle 0's locations at every cycle (False;
-            the noise is still drawn per cycle).
-        seed: run seed, a non-negative integer.
-        channels: names of the observed channels, None for all. The order given does not matter:
-            observations are ordered by the spec's channel order.
-    """
-
-    density: float
-    sampling: str = "columns"
-    noise_fraction: float = 0.01
-    redraw: bool = True
-    seed: int = 0
-    channels: tuple[str, ...] | None = None
-
-    def __post_init__(self):
-        density = self.density
-        if isinstance(density, bool) or not isinstance(density, (int, float, np.floating)) \
-                or not 0.0 < float(density) <= 1.0:  # NaN fails the comparison too
-            raise ValueError(
-                f"observation density must be a fraction of grid points in (0, 1], "
-                f"got {density!r}")
-        object.__setattr__(self, "density", float(density))
-        if self.sampling not in SAMPLING_MODES:
-            raise ValueError(
-                f"unknown observation sampling {self.sampling!r}; valid are: "
-                f"{', '.join(SAMPLING_MODES)}")
-        nf = self.noise_fraction
-        if isinstance(nf, bool) or not isinstance(nf, (int, float, np.floating)) \
-                or not (math.isfinite(nf) and nf >= 0):
-            raise ValueError(
-                f"noise_fraction must be finite and >= 0 (0 = noise-free), got {nf!r}")
-        object.__setattr__(self, "noise_fraction", float(nf))
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) \
-                or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
-        if self.channels is not None:
-            if isinstance(self.channels, str):
-                raise ValueError(
-                    f"channels must be a sequence of names, not the string {self.channels!r}")
-            names = tuple(self.channels)
-            if not names:
-                raise ValueError("channels must name at least one channel (None = all)")
-            if len(set(names)) != len(names):
-                raise ValueError(f"channels has duplicates: {names}")
-            object.__setattr__(self, "channels", names)
-
-    def channel_indices(self, spec: StateSpec) -> np.ndarray:
-        """Spec indices of the observed channels, ascending, (C',) int64."""
-        if self.channels is None:
-            return np.arange(len(spec.channels), dtype=np.int64)
-        return np.array(sorted(spec.indices(self.channels)), dtype=np.int64)
-
-    def error_std(self, spec: StateSpec, clim_std: np.ndarray | None = None) -> np.ndarray:
-        """σ_o per channel, normalised, (C,) float64: noise_fraction · clim_std_c / spec.std_c.
-
-        Args:
-            clim_std: (C,) climatological std per channel in physical units, > 0; None uses
-                spec.std (then σ_o = noise_fraction for every channel).
-        """
-        if clim_std is None:
-            return np.full(len(spec.channels), self.noise_fraction)
-        clim = np.asarray(clim_std, dtype=np.float64)
-        if clim.shape != (len(spec.channels),):
-            raise ValueError(
-                f"clim_std must have one value per channel, shape ({len(spec.channels)},), "
-                f"got {clim.shape}")
-        if not np.all(np.isfinite(clim) & (clim > 0)):
-            raise ValueError("clim_std must be finite and strictly positive")
-        return self.noise_fraction * clim / spec.std
 
 
 def observation_rng(seed: int, density: float, cycle: int) -> tuple[

@@ -35,7 +35,7 @@ import torch
 import xarray as xr
 
 from bench import cache, store
-from bench.config import RunConfig, differences
+from bench.config import ObservationSettings, RunConfig, differences
 from bench.cycle import (
     PHASES,
     CellResult,
@@ -44,7 +44,6 @@ from bench.cycle import (
     first_background,
     run_cycles,
 )
-from bench.observations import ObservationSettings
 from bench.timing import device_name
 from methods import get_method
 from methods.base import TrainingContext

@@ -16,6 +16,7 @@ model's cache key; they are only ever computed from the training period.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,14 +110,13 @@ def load_or_make_samples(
     ``model_key`` identifies the forecast model's weights (e.g. its cache entry name).
     """
     entry = samples_entry(world, model_key, settings)
-    if cache.read_marker(entry) is None:
-        cache.clear(entry)
+
+    def build(directory: Path) -> dict:
         truth = world.spec.to_tensor(world.period("train").load())
         samples = make_samples(model, truth, settings, progress=progress)
-        entry.mkdir(parents=True, exist_ok=True)
-        np.save(entry / SAMPLES_FILE, samples.numpy())
-        cache.write_marker(entry, {
-            "settings": dataclasses.asdict(settings), "world": world.name, "model": model_key,
-            "count": samples.shape[0],
-        })
-    return torch.from_numpy(np.load(entry / SAMPLES_FILE))
+        np.save(directory / SAMPLES_FILE, samples.numpy())
+        return {"settings": dataclasses.asdict(settings), "world": world.name,
+                "model": model_key, "count": samples.shape[0]}
+
+    return cache.load_or_build(
+        entry, build, lambda e, _: torch.from_numpy(np.load(e / SAMPLES_FILE)))

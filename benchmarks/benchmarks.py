@@ -19,12 +19,12 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
-from bench.config import CycleSettings  # noqa: E402
+from bench.config import CycleSettings, ObservationSettings  # noqa: E402
 from bench.cycle import TruthWindow, first_background, run_cycles  # noqa: E402
 from bench.experiments.synthetic import synthetic_statistics, untrained  # noqa: E402
 from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet  # noqa: E402
 from bench.forecast.persistence import Persistence  # noqa: E402
-from bench.observations import ObservationSettings, observe  # noqa: E402
+from bench.observations import observe  # noqa: E402
 from bench.state import FENGWU_CHANNELS, StateSpec  # noqa: E402
 from methods import METHODS  # noqa: E402
 from methods.base import Background, TrainingContext  # noqa: E402

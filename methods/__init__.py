@@ -2,14 +2,16 @@
 
 ``METHODS`` maps the CLI name (also the ``method`` coordinate of the results) to the class.
 Adding a method: write ``methods/<name>.py`` (or a package) with a frozen dataclass subclassing
-``Assimilator`` and add one line here.
+``methods.base.Assimilator`` (``fit`` → ``load`` → ``analyse``, DESIGN.md §3) and add one line
+here; it must pass tests/test_method_contract.py.
 """
 
 from __future__ import annotations
 
-from methods.base import Assimilator, Background, NoAssimilation, Observations, TrainingContext
+from methods.base import Assimilator
 from methods.diffda import DiffDA
 from methods.interp import Interpolation
+from methods.none import NoAssimilation
 from methods.threedvar import ThreeDVar
 from methods.vaevar import VAEVar
 
@@ -35,5 +37,4 @@ def get_method(name: str) -> type[Assimilator]:
             f"unknown method {name!r}; valid methods are: {', '.join(METHODS)}") from None
 
 
-__all__ = ["METHODS", "Assimilator", "Background", "NoAssimilation", "Observations",
-           "TrainingContext", "UnknownMethodError", "get_method"]
+__all__ = ["METHODS", "UnknownMethodError", "get_method"]

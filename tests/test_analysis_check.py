@@ -11,9 +11,9 @@ import pytest
 import torch
 from forecast_fixtures import Shift, advected_trajectory, small_spec
 
+from bench.config import ObservationSettings
 from bench.experiments.check import cases, error_ratios, summary
 from bench.forecast.persistence import Persistence
-from bench.observations import ObservationSettings
 from bench.samples import SampleSettings, make_samples
 from methods.base import NoAssimilation
 from methods.interp import Interpolation

@@ -16,9 +16,10 @@ import pytest
 import torch
 from threedvar_fixtures import gaussian_spec, random_fields, synthetic_samples
 
+from bench.config import ObservationSettings
 from bench.experiments.synthetic import diffda_denoiser
 from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet
-from bench.observations import ObservationSettings, observe
+from bench.observations import observe
 from bench.state import FENGWU_CHANNELS, FENGWU_LEVELS, StateSpec
 from methods.diffda import DiffDA
 from methods.threedvar import statistics

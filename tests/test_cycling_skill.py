@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 from bench import runner
-from bench.config import CycleSettings, RunConfig
+from bench.config import CycleSettings, ObservationSettings, RunConfig
 from bench.cycle import run_cycles
-from bench.observations import ObservationSettings
 from bench.report.tables import HEADLINE
 
 pytestmark = pytest.mark.slow

@@ -12,10 +12,10 @@ import pytest
 import torch
 from forecast_fixtures import InMemoryWorld, advected_trajectory, small_spec
 
-from bench.config import CycleSettings
+from bench.config import CycleSettings, ObservationSettings
 from bench.cycle import TruthWindow, first_background, run_cycles
 from bench.forecast.persistence import Persistence
-from bench.observations import ObservationSettings, observe
+from bench.observations import observe
 from bench.samples import SampleSettings, make_samples
 from methods import METHODS
 from methods.base import Background, TrainingContext

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from bench.config import ObservationSettings
 from bench.observations import (
-    ObservationSettings,
     bilinear_weights,
     observe,
     observed_points,

@@ -112,7 +112,8 @@ class TestAdjoints:
 
     def test_observation_operator(self, world):
         spec, *_ = world
-        from bench.observations import ObservationSettings, observe
+        from bench.config import ObservationSettings
+        from bench.observations import observe
         truth = torch.randn(spec.shape)
         obs = observe(truth, spec, ObservationSettings(density=0.1, seed=3), cycle=0)
         err = dot_test(obs.operator, obs.adjoint, spec.shape, (len(obs),))
@@ -140,7 +141,8 @@ def test_taylor_gradient(world):
     """(J(w + εh) − J(w)) / (ε ⟨∇J, h⟩) → 1, its distance to 1 shrinking ∝ ε."""
     spec, samples, _, b = world
     x_b = samples[0].float()
-    from bench.observations import ObservationSettings, observe
+    from bench.config import ObservationSettings
+    from bench.observations import observe
     obs = observe(samples[1].float(), spec, ObservationSettings(density=0.05, seed=1), cycle=0)
     d = obs.values.double() - obs.operator(x_b.double())
     sigma = torch.full_like(d, 0.3)
@@ -186,7 +188,8 @@ def test_single_observation_matches_closed_form(world, solver):
 
 def test_solvers_agree_and_noise_free_obs_are_fitted(world):
     spec, samples, stats, _ = world
-    from bench.observations import ObservationSettings, observe
+    from bench.config import ObservationSettings
+    from bench.observations import observe
     x_b = samples[0].float()
     obs = observe(samples[1].float(), spec, ObservationSettings(density=0.02, seed=2), cycle=0)
     obs = dataclasses.replace(obs, error_std=torch.zeros_like(obs.error_std))  # σ_o = 0

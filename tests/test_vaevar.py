@@ -13,7 +13,8 @@ import pytest
 import torch
 from forecast_fixtures import small_spec
 
-from bench.observations import ObservationSettings, observe
+from bench.config import ObservationSettings
+from bench.observations import observe
 from methods.base import Background, Observations, TrainingContext
 from methods.vaevar import VAEVar
 from methods.vaevar.train import train_vae

@@ -32,8 +32,9 @@ import pandas as pd
 import torch
 
 from bench import metrics
+from bench.config import ObservationSettings
 from bench.forecast.base import STEP_HOURS, ForecastModel
-from bench.observations import ObservationSettings, observe
+from bench.observations import observe
 from bench.state import StateSpec
 from methods.base import Assimilator, Background
 

@@ -30,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import store
+from bench.config import ObservationSettings
 from bench.experiments.synthetic import (
     MAX_CHANNELS,
     MemoryEstimate,
@@ -38,7 +39,7 @@ from bench.experiments.synthetic import (
     synthetic_spec,
     untrained,
 )
-from bench.observations import ObservationSettings, observe
+from bench.observations import observe
 from bench.state import StateSpec
 from bench.timing import device_name, measure
 from methods import get_method

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -108,22 +109,24 @@ def load_or_train(
     """
     cfg = cfg or EmulatorConfig()
     entry = emulator_entry(world, cfg)
-    marker = None if retrain else cache.read_marker(entry)
     spec = world.spec
-    if marker is None:
-        cache.clear(entry)
+
+    def build(directory: Path) -> dict:
         net, log = train_emulator(load_period(world, "train"), spec, cfg, progress=progress)
-        entry.mkdir(parents=True, exist_ok=True)
-        torch.save(net.state_dict(), entry / WEIGHTS_FILE)
-        marker = {"config": dataclasses.asdict(cfg), "world": world.name, **log}
-        cache.write_marker(entry, marker)
-    net = EmulatorNet(len(spec.channels), spec.lat, spec.lon.size, cfg, grid=spec.grid)
-    try:
-        net.load_state_dict(torch.load(entry / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is a damaged cache
-        raise cache.CacheError(
-            f"emulator cache {entry} is damaged ({type(err).__name__}: "
-            f"{str(err).splitlines()[0][:120]}); run "
-            f"`python -m bench train emulator --retrain` to rebuild it"
-        ) from None
-    return Emulator(net, spec, device, config=cfg), marker
+        torch.save(net.state_dict(), directory / WEIGHTS_FILE)
+        return {"config": dataclasses.asdict(cfg), "world": world.name, **log}
+
+    def load(directory: Path, marker: dict) -> tuple[Emulator, dict]:
+        net = EmulatorNet(len(spec.channels), spec.lat, spec.lon.size, cfg, grid=spec.grid)
+        try:
+            net.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu",
+                                           weights_only=True))
+        except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is a damaged cache
+            raise cache.CacheError(
+                f"emulator cache {directory} is damaged ({type(err).__name__}: "
+                f"{str(err).splitlines()[0][:120]}); run "
+                f"`python -m bench train emulator --retrain` to rebuild it"
+            ) from None
+        return Emulator(net, spec, device, config=cfg), marker
+
+    return cache.load_or_build(entry, build, load, rebuild=retrain)

@@ -199,9 +199,9 @@ class NatureWorld(World):
         if state != "missing":
             print(f"{self.name}: {message}; regenerating it")
             cache.clear(self.entry)
-        self.entry.mkdir(parents=True, exist_ok=True)
-        marker = generate(self.settings, self.entry / self.STORE, progress=progress)
-        cache.write_marker(self.entry, marker)
+        marker = cache.build_entry(
+            self.entry, lambda directory: generate(self.settings, directory / self.STORE,
+                                                   progress=progress))
         self._marker = marker
         return (f"{self.name}: generated {marker['frames']} frames in {marker['seconds']} s "
                 f"at {self.entry}")

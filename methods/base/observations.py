@@ -1,30 +1,16 @@
-"""What every assimilation method sees and provides (DESIGN.md §3).
-
-Everything a method sees comes through ``prepare(ctx)`` (training period only) and the two
-arguments of ``analyse(background, obs)``; everything the harness learns about a method comes
-from the returned analysis, ``diagnostics()`` and the timer around ``analyse``. Methods never
-compute skill.
-
-All tensors are normalised with the world's StateSpec (x_norm = (x − mean_c) / std_c): states
-are ``(C, H, W)`` float32, observations and their error std are in the same normalised units
-of their channel.
+"""What a method analyses: observations at one time (``Observations``) or over a time window
+(``ObservationWindow``). Shapes and units as in methods/base/__init__.py.
 """
 
 from __future__ import annotations
 
-import abc
 import dataclasses
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from bench.state import StateSpec
 
-
-# --------------------------------------------------------------------------------- observations
 @dataclasses.dataclass(frozen=True, eq=False)  # tensors inside: identity, not value, equality
 class Observations:
     """N observations y with a linear observation operator H.
@@ -154,116 +140,57 @@ class Observations:
         return mask.reshape(c, h, w), values.reshape(c, h, w)
 
 
-# --------------------------------------------------------------------------------- background
-@dataclasses.dataclass(frozen=True)
-class Background:
-    """The prior of one cycle.
+
+# --------------------------------------------------------------------------------- windows
+class DifferentiableModel(Protocol):
+    """What a 4D method may do with the forecast model (bench/forecast/base.py implements it).
+
+    ``step_differentiable(frames)``: one 6-hour step, (B, history, C, H, W) -> (B, C, H, W),
+    normalised, with gradients flowing to ``frames`` (no ``torch.no_grad``).
+    """
+
+    history: int
+
+    def step_differentiable(self, frames: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ObservationWindow:
+    """The observations a 4D method assimilates in one cycle (DESIGN.md §3–§4).
+
+    The window starts at the background's valid time t (the analysis time, where x_a is valid,
+    as the x₀ of strong-constraint 4DVar) and observations lie at offsets 0 ≤ o ≤ window
+    hours after it, every ``ObservationSettings.window_every_hours`` (a run setting, recorded in
+    config.json). The observations at t + o are exactly those a 3D method sees at the cycle
+    valid at t + o (same seeded draw), so a 4D method uses observations up to the window's end,
+    later than the analysis time: a smoother's advantage that the results record.
 
     Attributes:
-        x_b: (C, H, W) the background (the forecast valid at ``valid_time``), normalised.
-        history: (history, C, H, W) the frames the forecast model will start from after this
-            cycle, oldest first; the harness updates them with the analysis
-            (``CycleSettings.history_update``: x_a − x_b added to every frame by default).
-        valid_time: numpy datetime64 of the analysis.
-        lead_hours: forecast lead of x_b (e.g. 48 for the time-lagged first cycle, then 6).
-        cycle: index of the cycle in the run (0-based).
+        observations: ((offset_hours, Observations), …) in increasing offset order, offset 0
+            first.
+        model: the forecast model when it is differentiable (the emulator), else None (FengWu's
+            ONNX graph): a method that needs it refuses a window without one.
     """
 
-    x_b: torch.Tensor
-    history: torch.Tensor
-    valid_time: np.datetime64
-    lead_hours: int
-    cycle: int
+    observations: tuple[tuple[int, Observations], ...]
+    model: Any = None
 
+    def __post_init__(self):
+        offsets = [o for o, _ in self.observations]
+        if not offsets or offsets[0] != 0 or offsets != sorted(set(offsets)):
+            raise ValueError(f"window offsets must be distinct, increasing and start at 0, "
+                             f"got {offsets}")
 
-# --------------------------------------------------------------------------------- training
-@dataclasses.dataclass
-class TrainingContext:
-    """All a method may learn from: the training period, the forecast model and samples.
+    @property
+    def offsets_hours(self) -> tuple[int, ...]:
+        return tuple(o for o, _ in self.observations)
 
-    Attributes:
-        spec: the world's StateSpec (channels, grid, normalisation).
-        model: the forecast model (a bench.forecast.ForecastModel).
-        train_truth: () -> (T, C, H, W) normalised truth of the *training period only*.
-        samples: (kind, **settings) -> (N, C, H, W) cached background-error samples from the
-            training period ("nmc" or "truth_minus_forecast"; see bench/samples.py).
-        device: where analyse() will run.
-        cache_dir: a folder private to this (method config, world, model) for trained weights.
-        seed: seeds any randomness in training.
-        progress: show progress bars.
-    """
+    def at(self, offset_hours: int) -> Observations:
+        """The observations valid ``offset_hours`` after the analysis time."""
+        for o, obs in self.observations:
+            if o == offset_hours:
+                return obs
+        raise KeyError(f"no observations at +{offset_hours} h; the window has {self.offsets_hours}")
 
-    spec: StateSpec
-    model: Any
-    train_truth: Callable[[], torch.Tensor]
-    samples: Callable[..., torch.Tensor]
-    device: torch.device
-    cache_dir: Path
-    seed: int = 0
-    progress: bool = True
-
-
-# --------------------------------------------------------------------------------- methods
-@dataclasses.dataclass(frozen=True)
-class Assimilator(abc.ABC):
-    """A method: a frozen dataclass of hyper-parameters plus ``prepare`` and ``analyse``.
-
-    Subclasses must define ``analyse``; ``prepare`` defaults to nothing to learn. A config
-    round-trips: ``type(m)(**m.config())`` equals ``m``. ``seed`` is set by the harness per
-    grid cell, so stochastic methods are reproducible.
-    """
-
-    seed: int = 0
-
-    #: whether prepare() trains something worth caching (the runner keys the cache by config).
-    trains: ClassVar[bool] = False
-    #: fields that only the analysis reads (solver settings, λ, sampling steps): left out of the
-    #: cache key, so changing them reuses what prepare() learnt instead of training again.
-    analysis_fields: ClassVar[tuple[str, ...]] = ()
-
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if "analyse" not in {name for klass in cls.__mro__[:-1] for name in vars(klass)
-                             if klass is not Assimilator}:
-            raise TypeError(f"{cls.__name__} must define analyse(background, obs)")
-
-    def prepare(self, ctx: TrainingContext) -> None:  # noqa: B027 - a no-op default on purpose
-        """Learn statistics or networks from ``ctx`` (training period only). Default: nothing."""
-
-    @abc.abstractmethod
-    def analyse(self, background: Background, obs: Observations) -> torch.Tensor:
-        """The analysis x_a (C, H, W), normalised, same dtype and device as ``background.x_b``."""
-
-    def diagnostics(self) -> dict[str, float]:
-        """Numbers about the last analysis (iterations, cost values); recorded by the harness."""
-        return {}
-
-    def config(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def cache_config(self) -> dict:
-        """The fields that determine what prepare() learns: config() less analysis_fields."""
-        unknown = set(self.analysis_fields) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"{type(self).__name__}.analysis_fields names no field: "
-                            f"{sorted(unknown)}")
-        return {k: v for k, v in self.config().items() if k not in self.analysis_fields}
-
-    def check_fields(self, checks) -> None:
-        """Raise a ValueError naming the first bad hyper-parameter.
-
-        Args:
-            checks: iterable of (field name, whether it is valid, what was expected).
-        """
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"{type(self).__name__}.{name} = {getattr(self, name)!r} is "
-                                 f"invalid: expected {expected}")
-
-
-@dataclasses.dataclass(frozen=True)
-class NoAssimilation(Assimilator):
-    """The analysis is the background: the skill every method must beat."""
-
-    def analyse(self, background: Background, obs: Observations) -> torch.Tensor:
-        return background.x_b.clone()
+    def __len__(self) -> int:
+        return sum(len(obs) for _, obs in self.observations)
