@@ -79,8 +79,19 @@ def read_marker(entry: Path) -> dict | None:
 
 
 def clear(entry: Path) -> None:
-    if entry.exists():
-        shutil.rmtree(entry)
+    """Remove ``entry``: renamed away first (atomic), then removed, so that a process killed
+    while removing it never leaves its marker beside partly removed files (rmtree goes in the
+    directory's order, the marker not necessarily first); the next writer on this host removes
+    the renamed copy (a stale temporary)."""
+    if not entry.exists():
+        return
+    doomed = _temporary(entry)
+    try:
+        os.rename(entry, doomed)
+    except FileNotFoundError:  # another process removed it meanwhile
+        return
+    _fsync_dir(entry.parent)
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- the one writer
@@ -94,7 +105,7 @@ def build_entry(entry: Path, build: Callable[[Path], dict]) -> dict:
     """
     entry.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(entry)
-    tmp = entry.parent / f".{entry.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp = _temporary(entry)
     tmp.mkdir()
     try:
         marker = build(tmp)
@@ -104,7 +115,7 @@ def build_entry(entry: Path, build: Callable[[Path], dict]) -> dict:
             if read_marker(entry) is not None:  # another process finished first: keep theirs
                 shutil.rmtree(tmp)
                 return read_marker(entry)
-            shutil.rmtree(entry)  # incomplete (an earlier version's writer died)
+            clear(entry)  # incomplete (an earlier version's writer died)
         try:
             os.rename(tmp, entry)
         except OSError:  # another process renamed its copy in between
@@ -147,12 +158,14 @@ def load_state(path: Path) -> dict:
         return _unwrap(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - any unreadable state is a damaged entry
         raise CacheError(f"cached state {path} cannot be read ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:160]}); delete {path.parent}") from None
+                         f"{(str(err).splitlines() or [''])[0][:160]}); delete {path.parent}"
+                         ) from None
 
 
 def _wrap(value: Any) -> Any:
     if isinstance(value, np.ndarray):
-        return {_NDARRAY: torch.from_numpy(np.ascontiguousarray(value))}
+        # np.asarray, not np.ascontiguousarray: that one makes a 0-d array 1-d
+        return {_NDARRAY: torch.from_numpy(np.asarray(value, order="C"))}
     if isinstance(value, dict):
         return {k: _wrap(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -206,6 +219,11 @@ def _fsync_dir(path: Path) -> None:
 
 def _host() -> str:
     return "".join(ch for ch in socket.gethostname() if ch.isalnum() or ch in "-_")[:32] or "host"
+
+
+def _temporary(entry: Path) -> Path:
+    """A sibling of ``entry`` unique to this host, process and call (never read as an entry)."""
+    return entry.parent / f".{entry.name}.{_host()}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
 
 
 def _remove_stale_temporaries(entry: Path) -> None:

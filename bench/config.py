@@ -9,8 +9,11 @@ Errors name the dotted field (``cycle.days``), the value and what was expected
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import types
+import typing
 from collections.abc import Callable, Iterable
 
 import numpy as np
@@ -29,20 +32,33 @@ STEP_HOURS = 6
 
 class ConfigError(ValueError):
     """A bad setting: ``field`` (dotted, e.g. "cycle.days"), the ``value`` and what was
-    ``expected``. The CLI rewrites the field as its flag."""
+    ``expected`` (a noun phrase: "a number > 0"; a leading "expected " is dropped). ``related``
+    names the other fields a cross-field check depends on ({"days": 2.0} for a spin-up longer
+    than the run), so a message can show them too. The CLI rewrites every field as its flag
+    (bench/cli/flags.py); elsewhere the dotted names are the message.
+    """
 
-    def __init__(self, field: str, value, expected: str):
+    def __init__(self, field: str, value, expected: str, related: dict | None = None):
+        expected = str(expected)
+        if expected.startswith("expected "):
+            expected = expected[len("expected "):]
         self.field, self.value, self.expected = field, value, expected
-        super().__init__(f"{field} = {value!r}: {expected}")
+        self.related = dict(related or {})
+        with_ = "".join(f", with {k} = {v!r}" for k, v in self.related.items())
+        super().__init__(f"{field} = {value!r}{with_}: expected {expected}")
+
+    def __reduce__(self):  # picklable (a Dask worker raises it in another process)
+        return type(self), (self.field, self.value, self.expected, self.related)
 
     def within(self, prefix: str) -> ConfigError:
         """The same error for a field nested under ``prefix`` ("cycle" -> "cycle.days")."""
-        return ConfigError(f"{prefix}.{self.field}", self.value, self.expected)
+        return ConfigError(f"{prefix}.{self.field}", self.value, self.expected,
+                           {f"{prefix}.{k}": v for k, v in self.related.items()})
 
 
-def check(field: str, value, ok: bool, expected: str) -> None:
+def check(field: str, value, ok: bool, expected: str, related: dict | None = None) -> None:
     if not ok:
-        raise ConfigError(field, value, expected)
+        raise ConfigError(field, value, expected, related)
 
 
 def is_number(value) -> bool:
@@ -81,7 +97,8 @@ class ForecastSettings:
         if self.kind == "fengwu":
             for name in ("fengwu_onnx", "fengwu_mean", "fengwu_std"):
                 check(name, getattr(self, name), bool(getattr(self, name)),
-                      "a file of FengWu's release (needed with the fengwu model)")
+                      "a file of FengWu's release (needed with the fengwu model)",
+                      {"kind": self.kind})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,10 +234,13 @@ class CycleSettings:
               and self.first_lead_hours % STEP_HOURS == 0, f"a positive multiple of {STEP_HOURS}")
         check("spinup_cycles", self.spinup_cycles,
               is_int(self.spinup_cycles) and self.spinup_cycles >= 0, "an integer >= 0")
+        # Refused here, before anything is built: such a run would cycle to the end and only
+        # then find no cycle left for the skill tables.
         check("spinup_cycles", self.spinup_cycles, self.spinup_cycles < self.cycles,
-              f"fewer than the run's {self.cycles} cycles ({self.days:g} days), or no cycle is "
-              f"left for the tables; run at least {self.spinup_cycles / 4 + 0.25:g} days or "
-              "shorten the spin-up")
+              f"fewer than the run's {self.cycles} cycles, so some are left for the skill "
+              f"tables: run at least {self.spinup_cycles / 4 + 0.25:g} days or shorten the "
+              "spin-up",
+              {"days": self.days})
         check("divergence_factor", self.divergence_factor,
               is_number(self.divergence_factor) and self.divergence_factor > 0, "a number > 0")
         check("forecast_every", self.forecast_every,
@@ -296,8 +316,8 @@ class RunConfig:
     method_settings: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
-        for name in ("methods", "densities", "seeds"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name in ("methods", "densities", "seeds"):  # None (a flag left out): empty
+            object.__setattr__(self, name, tuple(getattr(self, name) or ()))
         _list("methods", self.methods, lambda m: isinstance(m, str) and m.strip() != "",
               "method names, e.g. none,interp")
         _list("densities", self.densities, lambda d: is_number(d) and 0 < d <= 1,
@@ -307,9 +327,15 @@ class RunConfig:
         check("device", self.device, self.device in DEVICES, f"one of {', '.join(DEVICES)}")
         check("threads", self.threads, is_int(self.threads) and self.threads >= 1,
               "an integer >= 1")
-        for name in self.method_settings:
-            check("method_settings", name, name in self.methods,
-                  f"settings for a method of this run ({', '.join(self.methods)})")
+        check("method_settings", self.method_settings, isinstance(self.method_settings, dict),
+              "{method: {field: value}}")
+        for name, settings in self.method_settings.items():
+            check(f"method_settings.{name}", settings,
+                  isinstance(settings, dict) and all(isinstance(k, str) for k in settings),
+                  "{field: value}")
+            check(f"method_settings.{name}", settings, name in self.methods,
+                  f"settings for a method of this run ({', '.join(self.methods)})",
+                  {"methods": self.methods})
 
     def cell_observations(self, density: float, seed: int) -> ObservationSettings:
         """The observation settings of one cell."""
@@ -335,11 +361,8 @@ class RunConfig:
                          ("obs_redraw", "redraw")):
             if old in d:
                 obs[new] = d.pop(old)
-        d["observations"] = ObservationSettings(**obs)
-        d["forecast"] = ForecastSettings(**d.get("forecast", {}))
-        d["cycle"] = CycleSettings(**d.get("cycle", {}))
-        d["ensemble"] = EnsembleSettings(**d.get("ensemble", {}))
-        return cls(**d)
+        d["observations"] = obs
+        return build(cls, d)
 
 
 def _list(field: str, values: Iterable, ok: Callable[[object], bool], expected: str) -> None:
@@ -360,6 +383,113 @@ def nested(prefix: str, make: Callable[[], object]):
         return make()
     except ConfigError as err:
         raise err.within(prefix) from None
+
+
+def build(cls: type, values: dict):
+    """``cls(**values)``, nested settings given as dicts built first (``{"cycle": {"days":
+    2}}``), so an error names the dotted field. An unknown key is an error too: a typo in a
+    config.json or a flag table must not be dropped silently. The CLI and ``from_dict`` both
+    build configs this way."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in values.items():
+        check(key, value, key in names, f"a field of {cls.__name__} ({', '.join(sorted(names))})")
+        hint = hints[key]
+        if isinstance(value, dict) and dataclasses.is_dataclass(hint):
+            value = nested(key, functools.partial(build, hint, value))
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+# ----------------------------------------------------------------------------- --set values
+def check_method_setting(cls: type, where: str, field: str, value):
+    """``value`` for the field ``field`` of the method dataclass ``cls``, checked against the
+    field's annotation (``--set vaevar.lam=abc`` would otherwise fail deep inside the method
+    with an operator error). Values come from JSON, so the rules are JSON's: int, float (an
+    int is accepted and converted), bool (true/false), str, None for an Optional, a JSON list
+    for ``tuple[int, ...]`` / ``tuple[str, ...]`` (returned as a tuple), Literal choices.
+    Other annotations pass through: the method's own ``__post_init__`` checks its ranges and
+    choices.
+
+    Args:
+        cls: the method's dataclass (taken as an argument: bench/config.py imports no method).
+        where: the dotted field errors name, ``method_settings.<method>.<field>``; a bare
+            method name is accepted and completed.
+    Raises:
+        ConfigError(where, value, expected): an unknown field, or a value of the wrong type.
+    """
+    if "." not in where:
+        where = f"method_settings.{where}.{field}"
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "seed"}
+    check(where, value, field in fields,
+          f"a field of {cls.__name__} ({', '.join(sorted(fields))})")
+    try:
+        hint = typing.get_type_hints(cls)[field]
+    except Exception:  # an annotation that cannot be evaluated here: the method checks it
+        return value
+    ok, converted = _coerce(hint, value)
+    check(where, value, ok, _describe(hint))
+    return converted
+
+
+def _coerce(hint, value) -> tuple[bool, object]:
+    """(whether ``value`` fits ``hint``, the value converted: int -> float, list -> tuple)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return type(None) in args, None
+        for arg in args:
+            if arg is not type(None):
+                ok, converted = _coerce(arg, value)
+                if ok:
+                    return True, converted
+        return False, value
+    if origin is typing.Literal:
+        return value in args, value
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return False, value
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if item is None:  # fixed-length tuple[int, str]: one hint per item
+            if len(args) != len(value):
+                return False, value
+            pairs = list(zip(args, value, strict=True))
+        else:
+            pairs = [(item, v) for v in value]
+        checked = [_coerce(h, v) for h, v in pairs]
+        return all(ok for ok, _ in checked), tuple(v for _, v in checked)
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        if is_number(value) and float(value).is_integer():  # 3e2 from JSON is 300.0
+            return True, int(value)
+        return False, value
+    if hint is float:
+        return (True, float(value)) if is_number(value) else (False, value)
+    if hint is str:
+        return isinstance(value, str), value
+    return True, value  # anything else: the method's own checks
+
+
+def _describe(hint) -> str:
+    """What a value of ``hint`` looks like on the command line (JSON)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        parts = [_describe(a) for a in args if a is not type(None)]
+        return " or ".join(parts + (["null"] if type(None) in args else []))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        items = {int: "integers, e.g. [32,64]", float: "numbers, e.g. [0.5,1]",
+                 str: 'strings, e.g. ["z500","t850"]', bool: "true/false values"}
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in items:
+            return f"a JSON list of {items[args[0]]}"
+        return f"a JSON list of {len(args)} items ({', '.join(map(_describe, args))})" \
+            if Ellipsis not in args else "a JSON list"
+    return {bool: "true or false", int: "an integer", str: "a string",
+            float: "a finite number (an integer is accepted)"}.get(
+                hint, getattr(hint, "__name__", str(hint)))
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -1,39 +1,51 @@
-"""The one cycling loop (DESIGN.md §1, §4).
+"""The one cycling loop, as composed steps (DESIGN.md §1, §4).
 
 For cycles k = 0 … K−1 at valid times t_k = t_0 + 6 h · k:
 
-    y_k   = observe(x_true(t_k))                        same for every method (seeded)
-    x_a,k = method.analyse(Background(x_b,k, …), y_k)    timed
-    x_b,k+1 = M(x_b,k−1 + δ_k, x_b,k + δ_k)             the model's two-frame history,
-                                                         δ_k = x_a,k − x_b,k (history_update)
+    observe    y_k = H(x_true(t_k)) + ε_k               same for every method (seeded by k);
+               a 4D method's window: y_{k+j} at t_k + j·every, j = 0 … window/every
+    analyse    Analysis = analyser.analyse(Background(x_b,k, …), y_k)     timed
+    score      RMSE, bias, ACC (and ensemble spread) of x_b,k and x_a,k vs x_true(t_k)
+    propagate  frames ← frames + δ_k on every frame (history_update), then one 6-h step:
+               x_b,k+1 = M(x_b,k−1 + δ_k, x_b,k + δ_k),   δ_k = x_a,k − x_b,k
 
-The first background is a ``first_lead_hours`` forecast from truth (a time-lagged start) and
-is computed once per run, so every method starts from the same state. Each cycle records the
-latitude-weighted RMSE, bias and ACC of x_b and x_a against the truth per channel in physical
-units, the analysis time and peak memory, the numbers of observations, and the method's
-diagnostics. A cell stops cleanly ("diverged") when a state is NaN/Inf or the analysis error
-exceeds ``divergence_factor`` × the climatology's error; nothing non-finite is carried on.
+The cycle's state is the model's input frames of every member, (N, history, C, H, W): N = 1
+for a deterministic method, whose background is that member; an ensemble method's members are
+each updated with their own increment and forecast in batches of at most the model's
+``max_batch`` (timed as ``forecast_seconds``), its background is the members' mean and its
+scores are those of the mean plus the spread. The first background is a ``first_lead_hours``
+forecast from truth (a time-lagged start) shared by every method; an ensemble adds the run's
+initial perturbations to it (bench/setup.py). A cell stops cleanly ("diverged") when a state
+is NaN/Inf or the analysis error exceeds ``divergence_factor`` × the climatology's error;
+nothing non-finite is carried on.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
 
 import numpy as np
 import torch
 import xarray as xr
 from tqdm.auto import tqdm
 
-from bench import metrics
-from bench.config import HISTORY_UPDATES, CycleSettings, ObservationSettings
-from bench.forecast.base import STEP_HOURS, ForecastModel
+from bench import scorer
+from bench.config import (
+    HISTORY_UPDATES,
+    STEP_HOURS,
+    ConfigError,
+    CycleSettings,
+    ObservationSettings,
+)
+from bench.forecast.base import ForecastModel
 from bench.observations import observe, observed_points
+from bench.scorer import CellScores
 from bench.state import StateSpec
-from bench.timing import measure
-from methods.base import Assimilator, Background
+from bench.timing import Measurement, measure
+from methods.base import Analyser, Analysis, Background, Observations, ObservationWindow
 
-PHASES = ("background", "analysis")
 #: windows smaller than this many values are loaded into memory at once (the built-in world);
 #: larger ones (ERA5 at 0.25°) are read frame by frame.
 PRELOAD_LIMIT = 300_000_000
@@ -68,11 +80,16 @@ class TruthWindow:
 
 @dataclasses.dataclass
 class FirstBackground:
-    """The time-lagged start shared by all methods: the model's frame history ending in x_b."""
+    """The time-lagged start shared by all methods: the model's frame history ending in x_b.
+
+    ``members`` (N, history, C, H, W): the initial ensemble (bench/setup.initial_ensemble) for
+    an ensemble method's cells, None otherwise.
+    """
 
     history: torch.Tensor  # (history, C, H, W), the last frame is x_b at cycle 0
     start_index: int  # index of cycle 0's valid time in the truth window
     lead_hours: int
+    members: torch.Tensor | None = None
 
 
 def first_background(
@@ -85,157 +102,216 @@ def first_background(
     else:
         matches = np.nonzero(truth.times == np.datetime64(settings.start, "ns"))[0]
         if not len(matches):
-            raise ValueError(
-                f"--start {settings.start} is not a valid time of the test period "
-                f"({truth.times[0]} .. {truth.times[-1]}, 6-hourly)")
+            raise ConfigError("cycle.start", settings.start,
+                              f"a valid time of the test period ({truth.times[0]} .. "
+                              f"{truth.times[-1]}, 6-hourly)")
         start = int(matches[0])
     origin = start - lead
     if origin - model.history + 1 < 0:
-        raise ValueError(
-            f"the first background needs truth {settings.first_lead_hours} h + "
-            f"{(model.history - 1) * STEP_HOURS} h before {truth.times[start]}; start later")
+        raise ConfigError("cycle.start", settings.start,
+                          f"a time with truth {settings.first_lead_hours} h + "
+                          f"{(model.history - 1) * STEP_HOURS} h before it in the test period "
+                          f"(the first background's forecast); start later")
     if start + settings.cycles > len(truth):
-        raise ValueError(
-            f"{settings.cycles} cycles from {truth.times[start]} run past the end of the test "
-            f"period ({truth.times[-1]}); use fewer --days")
+        raise ConfigError("cycle.days", settings.days,
+                          f"{settings.cycles} cycles from {truth.times[start]} that end inside "
+                          f"the test period ({truth.times[-1]}); use fewer days")
     inputs = truth.frames(origin - model.history + 1, origin + 1)
     forecast = model.rollout(inputs[None], lead)[0]
     sequence = torch.cat([inputs, forecast])
     return FirstBackground(sequence[-model.history:].clone(), start, settings.first_lead_hours)
 
 
+# ----------------------------------------------------------------------------- the steps
 @dataclasses.dataclass
-class CellResult:
-    """Per-cycle records of one (method, density, seed) cell. Shapes: K cycles, C channels."""
+class CycleState:
+    """What the cycle carries: every member's input frames (N, history, C, H, W), ending in
+    its background, and the lead of the backgrounds. ``ensemble``: N members of an ensemble
+    method (else N = 1, the deterministic trajectory)."""
 
-    rmse: np.ndarray  # (K, 2, C) physical units, phases background/analysis
-    bias: np.ndarray  # (K, 2, C)
-    acc: np.ndarray  # (K, 2, C)
-    seconds: np.ndarray  # (K,)
-    peak_bytes: np.ndarray  # (K,)
-    n_obs: np.ndarray  # (K,)
-    n_points: np.ndarray  # (K,)
-    dropped_obs: np.ndarray  # (K,)
-    diagnostics: list[dict]
-    status: str = "ok"
-    diverged_cycle: int = -1
-    reason: str = ""
-    forecast_rmse: np.ndarray | None = None  # (starts, leads, C) or None
-    forecast_starts: np.ndarray | None = None  # (starts,) cycle indices
+    frames: torch.Tensor
+    lead_hours: int
+    ensemble: bool
 
     @classmethod
-    def empty(cls, cycles: int, channels: int) -> CellResult:
-        nan3 = np.full((cycles, 2, channels), np.nan)
-        nan1 = np.full(cycles, np.nan)
-        return cls(nan3, nan3.copy(), nan3.copy(), nan1, nan1.copy(), nan1.copy(), nan1.copy(),
-                   nan1.copy(), [])
+    def start(cls, first: FirstBackground) -> CycleState:
+        if first.members is not None:
+            return cls(first.members.clone(), first.lead_hours, True)
+        return cls(first.history.clone()[None], first.lead_hours, False)
+
+    def background(self, valid_time: np.datetime64, k: int) -> Background:
+        """The Background of cycle k (an ensemble's: the members' mean, with the members)."""
+        if self.ensemble:
+            return Background(self.frames[:, -1].mean(0), self.frames.mean(0), valid_time,
+                              self.lead_hours, k, members=self.frames.clone())
+        return Background(self.frames[0, -1].clone(), self.frames[0].clone(), valid_time,
+                          self.lead_hours, k)
 
 
-def _scores(x: torch.Tensor, truth: torch.Tensor, clim: torch.Tensor, spec: StateSpec, w):
-    """Physical RMSE and bias and ACC per channel of one normalised state: 3 × (C,)."""
-    std = torch.tensor(spec.std)
-    x64, t64, c64 = x[None].double().cpu(), truth[None].double().cpu(), clim.double().cpu()
-    return (
-        (metrics.rmse(x64, t64, w) * std).numpy(),
-        (metrics.bias(x64, t64, w) * std).numpy(),
-        metrics.acc(x64, t64, c64, w).numpy(),
-    )
+def observe_step(truth: TruthWindow, t: int, k: int, settings: ObservationSettings,
+                 window_hours: int = 0, model: ForecastModel | None = None
+                 ) -> Observations | ObservationWindow:
+    """Cycle k's observations (valid at truth index t); for a 4D method (window_hours > 0)
+    those at every window offset o, drawn exactly as cycle k + o/6's."""
+    if not window_hours:
+        return observe(truth.frame(t), truth.spec, settings, cycle=k)
+    offsets = settings.window_offsets(window_hours)
+    if t + offsets[-1] // STEP_HOURS >= len(truth):
+        raise ConfigError("cycle.days", None,
+                          f"cycles whose {window_hours} h observation windows end inside the "
+                          f"test period ({truth.times[-1]}); use fewer days")
+    drawn = tuple((o, observe(truth.frame(t + o // STEP_HOURS), truth.spec, settings,
+                              cycle=k + o // STEP_HOURS)) for o in offsets)
+    handle = model if model is not None and model.differentiable else None
+    return ObservationWindow(drawn, model=handle)
 
 
-def run_cycles(
-    method: Assimilator,
-    model: ForecastModel,
-    truth: TruthWindow,
-    start: FirstBackground,
-    obs_settings: ObservationSettings,
-    settings: CycleSettings,
-    climatology: torch.Tensor,
-    progress: bool = True,
-    label: str = "",
-) -> CellResult:
-    """Cycle ``method`` through ``settings.cycles`` analyses from the shared first background."""
-    spec = truth.spec
-    c = len(spec.channels)
-    w = spec.latitude_weights()
-    clim = climatology.to(truth.device)
-    result = CellResult.empty(settings.cycles, c)
-    leads = settings.forecast_hours // STEP_HOURS
-    if settings.forecast_every:
-        starts = np.arange(0, settings.cycles, settings.forecast_every)
-        result.forecast_starts = starts
-        result.forecast_rmse = np.full((len(starts), leads, c), np.nan)
-    history = start.history.clone()
-    lead_hours = start.lead_hours
-    bar = tqdm(range(settings.cycles), desc=label or "cycles", unit="cycle", disable=not progress)
-    for k in bar:
-        t = start.start_index + k
-        x_true = truth.frame(t)
-        x_b = history[-1]
-        if not torch.isfinite(x_b).all():
-            _stop(result, k, "the background (forecast from the previous analysis) has NaN/Inf")
-            break
-        obs = observe(x_true, spec, obs_settings, cycle=k)
-        background = Background(x_b.clone(), history.clone(), truth.times[t], lead_hours, k)
-        x_a, cost = measure(lambda b=background, o=obs: method.analyse(b, o), truth.device)
-        result.seconds[k], result.peak_bytes[k] = cost.seconds, cost.peak_bytes
-        result.n_obs[k], result.n_points[k] = len(obs), observed_points(obs)
-        result.dropped_obs[k] = obs.dropped
-        result.diagnostics.append(dict(method.diagnostics()))
-        for phase, x in enumerate((x_b, x_a)):
-            if phase == 1 and (x.shape != x_b.shape or not torch.isfinite(x).all()):
-                break
-            r, b, a = _scores(x, x_true, clim, spec, w)
-            result.rmse[k, phase], result.bias[k, phase], result.acc[k, phase] = r, b, a
-        if x_a.shape != x_b.shape:
-            _stop(result, k, f"analyse returned shape {tuple(x_a.shape)}, expected "
-                             f"{tuple(x_b.shape)}")
-            break
-        if not torch.isfinite(x_a).all():
-            _stop(result, k, "the analysis has NaN/Inf")
-            break
-        error = (result.rmse[k, 1] / spec.std).mean()
-        clim_error = (_scores(clim, x_true, clim, spec, w)[0] / spec.std).mean()
-        if error > settings.divergence_factor * clim_error:
-            _stop(result, k, f"analysis RMSE {error:.3g} (normalised, channel mean) exceeds "
-                             f"{settings.divergence_factor} x climatology's {clim_error:.3g}")
-            break
-        history = updated_history(history, x_b, x_a, settings.history_update)
-        if result.forecast_starts is not None and k in result.forecast_starts:
-            _free_forecast(result, k, model, history, truth, t, clim, spec, w)
-        if k + 1 < settings.cycles:
-            history = torch.cat([history[1:], model.step(history[None])[0][None]])
-            lead_hours = STEP_HOURS
-    return result
+def analyse_step(analyser: Analyser, background: Background,
+                 obs: Observations | ObservationWindow, device: torch.device
+                 ) -> tuple[Analysis, Measurement]:
+    """The method's analysis, timed (time and peak memory of ``analyse`` alone)."""
+    return measure(lambda: analyser.analyse(background, obs), device)
+
+
+def analysis_problem(analysis, background: Background, members: int) -> str | None:
+    """Why an analysis cannot be carried on (a wrong type or shape, NaN/Inf), or None."""
+    if not isinstance(analysis, Analysis):
+        return f"analyse returned {type(analysis).__name__}, not methods.base.Analysis"
+    if analysis.x_a.shape != background.x_b.shape:
+        return (f"analyse returned shape {tuple(analysis.x_a.shape)}, expected "
+                f"{tuple(background.x_b.shape)}")
+    if members and (analysis.members is None or analysis.members.shape[0] != members):
+        got = None if analysis.members is None else analysis.members.shape[0]
+        return f"an ensemble method of {members} members returned {got} analysed members"
+    if not torch.isfinite(analysis.x_a).all() or (
+            analysis.members is not None and not torch.isfinite(analysis.members).all()):
+        return "the analysis has NaN/Inf"
+    return None
+
+
+def score_step(scores: CellScores, k: int, background: Background, analysis: Analysis | None,
+               x_true: torch.Tensor, clim: torch.Tensor, weights: np.ndarray) -> None:
+    """Background and (when usable) analysis scores of cycle k."""
+    b_members = None if background.members is None else background.members[:, -1]
+    scores.score(k, "background", background.x_b, x_true, clim, weights, b_members)
+    if analysis is not None:
+        scores.score(k, "analysis", analysis.x_a, x_true, clim, weights, analysis.members)
 
 
 def updated_history(history: torch.Tensor, x_b: torch.Tensor, x_a: torch.Tensor,
                     policy: str) -> torch.Tensor:
     """The model's input frames after an analysis (CycleSettings.history_update).
 
-    history: (history, C, H, W) ending in x_b; returns the same shape ending in x_a.
-    "increment": every frame + (x_a − x_b), keeping the background's tendency between frames;
-    "replace": the last frame becomes x_a, the earlier ones stay.
+    history: (..., history, C, H, W) ending in x_b (..., C, H, W); returns the same shape
+    ending in x_a. "increment": every frame + (x_a − x_b), keeping the background's tendency
+    between frames; "replace": the last frame becomes x_a, the earlier ones stay.
     """
     x_a = x_a.to(history.dtype)
     if policy == "increment":
-        return history + (x_a - x_b.to(history.dtype))[None]
+        return history + (x_a - x_b.to(history.dtype)).unsqueeze(-4)
     if policy == "replace":
-        return torch.cat([history[:-1], x_a[None]])
-    raise ValueError(f"history_update {policy!r} must be one of {', '.join(HISTORY_UPDATES)}")
+        return torch.cat([history[..., :-1, :, :, :], x_a.unsqueeze(-4)], dim=-4)
+    raise ConfigError("cycle.history_update", policy, f"one of {', '.join(HISTORY_UPDATES)}")
 
 
-def _stop(result: CellResult, k: int, reason: str) -> None:
-    result.status, result.diverged_cycle, result.reason = "diverged", k, reason
+def assimilate(state: CycleState, background: Background, analysis: Analysis,
+               policy: str) -> CycleState:
+    """Every member's frames with its analysis increment (the history update)."""
+    if state.ensemble:
+        frames = updated_history(state.frames, background.members[:, -1], analysis.members,
+                                 policy)
+    else:
+        frames = updated_history(state.frames, background.x_b[None], analysis.x_a[None], policy)
+    return CycleState(frames, state.lead_hours, state.ensemble)
 
 
-def _free_forecast(result, k, model, history, truth, t, clim, spec, w) -> None:
-    """Score a forecast from the analysis history at every 6-h lead inside the window."""
-    row = int(np.nonzero(result.forecast_starts == k)[0][0])
-    leads = result.forecast_rmse.shape[1]
+def propagate(state: CycleState, model: ForecastModel, batch: int | None = None
+              ) -> tuple[CycleState, float]:
+    """One 6-hour step of every member, in batches; (next state, wall seconds)."""
+    start = time.perf_counter()
+    step = model.step_batched(state.frames, batch)
+    if step.is_cuda:
+        torch.cuda.synchronize(step.device)
+    seconds = time.perf_counter() - start
+    frames = torch.cat([state.frames[:, 1:], step[:, None]], dim=1)
+    return CycleState(frames, STEP_HOURS, state.ensemble), seconds
+
+
+# ----------------------------------------------------------------------------- the loop
+def run_cycles(
+    analyser: Analyser,
+    model: ForecastModel,
+    truth: TruthWindow,
+    start: FirstBackground,
+    obs_settings: ObservationSettings,
+    settings: CycleSettings,
+    climatology: torch.Tensor,
+    window_hours: int = 0,
+    forecast_batch: int | None = None,
+    progress: bool = True,
+    label: str = "",
+) -> CellScores:
+    """Cycle ``analyser`` through ``settings.cycles`` analyses from the shared first background
+    (``start.members`` set: an ensemble method of that many members)."""
+    spec = truth.spec
+    weights = spec.latitude_weights()
+    clim = climatology.to(truth.device)
+    members = 0 if start.members is None else int(start.members.shape[0])
+    starts = (np.arange(0, settings.cycles, settings.forecast_every)
+              if settings.forecast_every else None)
+    scores = CellScores(settings.cycles, spec, members, window_hours, starts,
+                        settings.forecast_hours // STEP_HOURS)
+    state = CycleState.start(start)
+    bar = tqdm(range(settings.cycles), desc=label or "cycles", unit="cycle", disable=not progress)
+    for k in bar:
+        t = start.start_index + k
+        x_true = truth.frame(t)
+        if not torch.isfinite(state.frames[:, -1]).all():
+            scores.stop(k, "the background (forecast from the previous analysis) has NaN/Inf")
+            break
+        background = state.background(truth.times[t], k)
+        obs = observe_step(truth, t, k, obs_settings, window_hours, model)
+        analysis, cost = analyse_step(analyser, background, obs, truth.device)
+        first = obs if isinstance(obs, Observations) else obs.at(0)
+        scores.record(k, analysis_seconds=cost.seconds, peak_memory_bytes=cost.peak_bytes,
+                      n_obs=len(obs), n_points=observed_points(first), dropped_obs=first.dropped)
+        problem = analysis_problem(analysis, background, members)
+        score_step(scores, k, background, None if problem else analysis, x_true, clim, weights)
+        if problem:
+            scores.stop(k, problem)
+            break
+        scores.record_diagnostics(k, analysis.diagnostics)
+        clim_error = float((scores_of_climatology(clim, x_true, spec, weights)).mean())
+        error = scores.analysis_error(k)
+        if error > settings.divergence_factor * clim_error:
+            scores.stop(k, f"analysis RMSE {error:.3g} (normalised, channel mean) exceeds "
+                           f"{settings.divergence_factor} x climatology's {clim_error:.3g}")
+            break
+        state = assimilate(state, background, analysis, settings.history_update)
+        if starts is not None and k in starts:
+            _free_forecast(scores, k, model, state, truth, t, clim, weights)
+        if k + 1 < settings.cycles:
+            state, seconds = propagate(state, model, forecast_batch)
+            scores.record(k, forecast_seconds=seconds)
+    return scores
+
+
+def scores_of_climatology(clim: torch.Tensor, x_true: torch.Tensor, spec: StateSpec,
+                          weights: np.ndarray) -> np.ndarray:
+    """The climatology's RMSE per channel, normalised (the divergence threshold's unit)."""
+    return scorer.scores(clim, x_true, clim, spec, weights)[0] / spec.std
+
+
+def _free_forecast(scores: CellScores, k: int, model: ForecastModel, state: CycleState,
+                   truth: TruthWindow, t: int, clim: torch.Tensor, weights) -> None:
+    """Score a forecast from the (mean) analysis history at every 6-h lead inside the window."""
+    row = int(np.nonzero(scores.forecast_starts == k)[0][0])
+    leads = scores.forecast_rmse.shape[1]
     available = min(leads, len(truth) - 1 - t)
     if available < 1:
         return
+    history = state.frames.mean(0) if state.ensemble else state.frames[0]
     forecast = model.rollout(history[None], available)[0]
     for s in range(available):
-        result.forecast_rmse[row, s] = _scores(forecast[s], truth.frame(t + s + 1), clim, spec,
-                                               w)[0]
+        scores.forecast_rmse[row, s] = scorer.scores(forecast[s], truth.frame(t + s + 1), clim,
+                                                   truth.spec, weights)[0]

@@ -3,12 +3,12 @@
 Why it is shaped this way:
 
 * A task carries only strings (the config JSON, the run folder), the cell key and an importable
-  setup factory (``runner.setup`` in production). Each worker process builds its Setup once and
-  keeps it in ``_SETUPS``; the world and the emulator come from the shared cache
+  setup factory (``bench.setup.setup`` in production). Each worker process builds its Setup
+  once and keeps it in ``_SETUPS``; the world and the emulator come from the shared cache
   (``$ASSIMBENCH_CACHE``), so no worker retrains and no tensors cross the network.
-* Before any cell, one task on one worker builds a Setup and prepares every (method, seed), so
-  the caches (emulator, samples, trained methods) are written once, by one process: cache
-  entries have no locks, and two processes filling one entry would delete each other's files.
+* Before any cell, one task on one worker builds a Setup and fits every (method, seed), so the
+  caches (emulator, samples, fitted methods) are written once, by one process (cache entries
+  are written atomically, bench/cache.py, so concurrent writers would only waste work).
 * Each cell writes ``cells/<m>__<d>__<s>.nc`` itself, atomically (bench/store.write_dataset),
   into the run folder, which must be on a filesystem the workers share with this process. The
   driver loads those files and merges them exactly as the local executor does.
@@ -18,7 +18,7 @@ Why it is shaped this way:
   because a cell is deterministic for its seed). The rerun replaces the file atomically; a
   cell whose file exists is never run again, so nothing finished is lost or duplicated.
   ``retries`` additionally reruns a task that raised (a flaky filesystem, say); errors inside a
-  method's prepare/analyse are results, recorded in the cell as the local executor does.
+  method's fit/analyse are results, recorded in the cell as the local executor does.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import xarray as xr
 
 from bench import runner
 from bench.config import RunConfig
-from bench.runner import RunError, Setup
+from bench.runner import RunError
+from bench.setup import Setup, build_method, fitted_state, initial_ensemble, setup
 from bench.timing import device_name
 
 #: seconds to wait for ``--scheduler`` before giving up with a one-line error
@@ -59,18 +60,21 @@ def worker_setup(cfg_json: str, factory: SetupFactory) -> Setup:
 
 
 def warm_up(cfg_json: str, factory: SetupFactory) -> dict[str, str]:
-    """Build the Setup and prepare every (method, seed) once, filling the shared caches.
+    """Build the Setup and fit every (method, seed) once, filling the shared caches (fitted
+    states, and the samples an initial ensemble is drawn from).
 
-    A method that fails to prepare is skipped here: its cells record the error themselves.
+    A method that fails to fit is skipped here: its cells record the error themselves.
     Returns ``runner.describe`` of the Setup (device and model key for metrics.nc).
     """
     cfg = RunConfig.from_dict(json.loads(cfg_json))
     s = worker_setup(cfg_json, factory)
     for name in cfg.methods:
         for seed in cfg.seeds:
-            method = runner.build_method(cfg, name, seed)
+            method = build_method(cfg, name, seed)
             try:
-                method.prepare(runner.training_context(s, method, progress=False))
+                fitted_state(s, method, progress=False)
+                if method.members:
+                    initial_ensemble(s, cfg, seed, method.members, progress=False)
             except Exception:  # noqa: BLE001 - the cell reports it, with its traceback
                 pass
     return runner.describe(s)
@@ -96,7 +100,7 @@ class DaskExecutor:
         cluster: a cluster this executor started and must close (LocalCluster), or None.
     """
 
-    def __init__(self, client, factory: SetupFactory = runner.setup, retries: int = RETRIES,
+    def __init__(self, client, factory: SetupFactory = setup, retries: int = RETRIES,
                  cluster=None):
         self.client, self.factory, self.retries, self.cluster = client, factory, retries, cluster
 

@@ -29,6 +29,26 @@ import xarray as xr
 
 GRID_TYPES = ("legendre-gauss", "equiangular")
 
+
+def truncation(grid: str, nlat: int, nlon: int) -> tuple[int, int]:
+    """(lmax, mmax): the triangular spherical-harmonic truncation a grid resolves.
+
+    "legendre-gauss" (no poles, e.g. the built-in 32 × 64 world): lmax = nlat, an exact round
+        trip for fields of total wavenumber l < nlat (T31 on 32 × 64, the nature run's own
+        truncation).
+    "equiangular" (ERA5, poles included): lmax = (nlat + 1) // 2 (the largest degree the
+        Clenshaw–Curtis quadrature integrates exactly; a larger lmax aliases).
+    mmax = min(lmax, nlon // 2 + 1): orders m ≤ l < lmax need no more.
+    (torch-harmonics 0.9's defaults differ by grid: spectral code passes these explicitly.)
+    """
+    if grid == "legendre-gauss":
+        lmax = nlat
+    elif grid == "equiangular":
+        lmax = (nlat + 1) // 2
+    else:
+        raise ValueError(f"no spherical-harmonic truncation for grid {grid!r}")
+    return lmax, min(lmax, nlon // 2 + 1)
+
 #: Pressure levels of FengWu (hPa), top to bottom.
 FENGWU_LEVELS: tuple[int, ...] = (50, 100, 150, 200, 250, 300, 400, 500, 600, 700, 850, 925, 1000)
 
@@ -198,6 +218,11 @@ class StateSpec:
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W)."""
         return (len(self.channels), self.lat.size, self.lon.size)
+
+    @property
+    def truncation(self) -> tuple[int, int]:
+        """(lmax, mmax) of the spherical harmonics this grid resolves (``truncation``)."""
+        return truncation(self.grid, self.lat.size, self.lon.size)
 
     @property
     def levels(self) -> tuple[int, ...]:

@@ -27,13 +27,17 @@ passes fit the smaller scales the first pass smoothed away). Two normalisations 
   interpolation. With few passes it fits dense data less closely than ``"grid"``.
 
 Only channels with observations change, and each channel is analysed from its own observations
-only (no cross-channel balance). The grid's coordinates come from ``prepare(ctx)``; observation
-coordinates from ``Observations.lat`` / ``.lon``; innovations from ``Observations.operator``, so
-off-grid (K > 1) observations are handled exactly like grid-point ones.
+only (no cross-channel balance). The grid's coordinates come from the spec given to ``load``
+(nothing is learnt: ``fit`` is the default, empty); observation coordinates from
+``Observations.lat`` / ``.lon``; innovations from ``Observations.operator``, so off-grid (K > 1)
+observations are handled exactly like grid-point ones.
 
-Cost: one kernel block per (observations of one channel) × (grid points within the cutoff's
-latitude band) per pass, evaluated in float64 blocks of at most ``_KERNEL_BUDGET`` entries, so
-memory stays bounded at 0.25° (1440 × 721) too.
+Cost: the kernel sums run over the (observation, grid point) pairs within the cutoff only,
+found by the shared great-circle neighbour search (methods/common/neighbours.py: a haversine
+BallTree of the grid, built once in ``load``, queried in chunks of bounded memory), float64;
+per pass one search from each group of co-located observations to the grid and, for the
+"observations" normalisation, one among the observations. Memory stays bounded at 0.25°
+(721 × 1440) too.
 """
 
 from __future__ import annotations
@@ -43,19 +47,21 @@ import dataclasses
 import numpy as np
 import torch
 
-from methods.base import Assimilator, Background, Observations, TrainingContext
-
-EARTH_RADIUS_KM = 6371.0
+from bench.state import StateSpec
+from methods.base import (
+    Analyser,
+    Analysis,
+    Assimilator,
+    Background,
+    Kernel,
+    MemoryEstimate,
+    Observations,
+)
+from methods.common import neighbours
+from methods.common.neighbours import SphereTree, kernel_sums
 
 #: Normalisations of the kernel weights (see the module docstring).
 NORMALISATIONS = ("grid", "observations")
-
-#: Most kernel entries evaluated at once (float64; ~5 temporaries of this size live at a time,
-#: so ~0.7 GB at 2**24). Tests shrink it to check that blocking does not change the result.
-_KERNEL_BUDGET = 2**24
-
-#: Latitude margin (radians) added to the cutoff band so rounding never drops a point inside it.
-_BAND_MARGIN = 1e-9
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,28 +116,42 @@ class Interpolation(Assimilator):
             ("smoothing", self.smoothing >= 0, "≥ 0 (0 = classic successive correction)"),
             ("normalisation", self.normalisation in NORMALISATIONS, f"one of {NORMALISATIONS}"),
         )
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"Interpolation.{name} = {getattr(self, name)!r} is invalid: "
-                                 f"expected {expected}")
+        self.check_fields(checks)
 
-    def prepare(self, ctx: TrainingContext) -> None:
-        """Remember the grid's coordinates (radians) from ``ctx.spec``.
+    def load(self, state: dict, spec: StateSpec, device: torch.device | str
+             ) -> InterpolationAnalyser:
+        """The analyser on ``spec``'s grid (nothing is learnt: ``state`` is empty)."""
+        return InterpolationAnalyser(self, spec, device)
 
-        The grid is not a hyper-parameter, so it is no dataclass field: it stays out of
-        ``config()``, equality and the cache key, like the statistics other methods learn in
-        ``prepare``. The dataclass is frozen, hence ``object.__setattr__``.
-        """
-        lat = np.deg2rad(np.asarray(ctx.spec.lat, dtype=np.float64))
-        lon = np.deg2rad(np.asarray(ctx.spec.lon, dtype=np.float64))
-        object.__setattr__(self, "_grid", (lat, lon))
-        object.__setattr__(self, "_diagnostics", {})
+    def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
+        """Model: the grid's SphereTree (neighbours.TREE_BYTES_PER_POINT per grid point).
+        Analysis: 8 float64 states (the estimate, the increment, the kernel sums) + one chunk
+        of neighbour pairs (neighbours.chunk_bytes(): MAX_PAIRS × PAIR_BYTES)."""
+        c, h, w = spec.shape
+        f64 = 8.0 * c * h * w
+        return MemoryEstimate(float(neighbours.TREE_BYTES_PER_POINT * h * w),
+                              8 * f64 + neighbours.chunk_bytes())
 
-    def diagnostics(self) -> dict[str, float]:
-        """RMS innovation before and residual after the last analysis (normalised units)."""
-        return dict(getattr(self, "_diagnostics", {}))
 
-    def analyse(self, background: Background, obs: Observations) -> torch.Tensor:
+class InterpolationAnalyser(Analyser):
+    """Interpolation on one grid: the method's settings and the grid's neighbour tree.
+
+    Attributes:
+        method: the Interpolation (hyper-parameters).
+        shape: (H, W) of the grid.
+        grid: SphereTree of the grid points, flattened lat-major (as ``flat_index``).
+        device: where the analysis runs.
+    """
+
+    def __init__(self, method: Interpolation, spec: StateSpec, device: torch.device | str):
+        self.method = method
+        self.device = torch.device(device)
+        lat = np.asarray(spec.lat, dtype=np.float64)
+        lon = np.asarray(spec.lon, dtype=np.float64)
+        self.shape = (lat.size, lon.size)
+        self.grid = SphereTree(np.repeat(lat, lon.size), np.tile(lon, lat.size))
+
+    def analyse(self, background: Background, obs: Observations) -> Analysis:
         """x_a = x_b + the increments of ``passes`` successive-correction passes.
 
         Notation (code → symbol):
@@ -146,43 +166,47 @@ class Interpolation(Assimilator):
             increment   Δx_g, so x⁽ᵖ⁺¹⁾ = x⁽ᵖ⁾ + Δx
 
         Returns:
-            (C, H, W) analysis, same dtype and device as ``background.x_b``; deterministic.
+            Analysis: x_a (C, H, W), same dtype and device as ``background.x_b``,
+            deterministic; diagnostics ``evaluations`` and ``iterations`` (passes),
+            ``rms_innovation`` before and ``rms_residual`` after (normalised units).
         """
+        m = self.method
         x_b = background.x_b
-        grid_lat, grid_lon = self._grid_for(x_b)
-        x = x_b.clone()
+        self._check(x_b)
+        x = x_b.to(self.device).clone()
         if len(obs) == 0:
-            object.__setattr__(self, "_diagnostics", {"rms_innovation": 0.0, "rms_residual": 0.0})
-            return x
-        obs = obs.to(x.device)
+            return Analysis(x.to(x_b.device), diagnostics={
+                "evaluations": 0.0, "iterations": 0.0, "rms_innovation": 0.0,
+                "rms_residual": 0.0})
+        obs = obs.to(self.device)
         n_channels, n_points = x.shape[0], x.shape[1] * x.shape[2]
-        obs_lat = np.deg2rad(np.asarray(obs.lat, dtype=np.float64))
-        obs_lon = np.deg2rad(np.asarray(obs.lon, dtype=np.float64))
-        groups = obs.channels_by_location()
-        eps2 = float(self.smoothing)
+        groups = [(channels, index, SphereTree(*self._locations(obs, index)))
+                  for channels, index in obs.channels_by_location()]
+        eps2 = float(m.smoothing)
 
         rms_innovation = None
-        for p in range(self.passes):
-            length = self.length_scale_km * self.pass_shrink**p  # L_p
-            cutoff = self.cutoff_scales * length
+        for p in range(m.passes):
+            length = m.length_scale_km * m.pass_shrink**p  # L_p
+            cutoff = m.cutoff_scales * length
             d = (obs.values - obs.operator(x)).to(torch.float64)  # d_i = y_i − H(x⁽ᵖ⁾)_i
             if rms_innovation is None:
                 rms_innovation = float(d.square().mean().sqrt())
             increment = torch.zeros(n_channels, n_points, dtype=torch.float64, device=x.device)
-            for channels, index in groups:
+            for channels, index, points in groups:
                 # d for the group's channels, one column each: (n, len(channels))
                 d_k = d[torch.as_tensor(index, device=x.device)]
-                src = (obs_lat[index[:, 0]], obs_lon[index[:, 0]])
+                src = (points.lat, points.lon)
                 ones = torch.ones(len(index), 1, dtype=torch.float64, device=x.device)
-                if self.normalisation == "observations":
-                    density = _kernel_sums(*src, ones, *src, length, cutoff) + eps2  # M_i
+                if m.normalisation == "observations":
+                    density = kernel_sums(*src, ones, None, None, length, cutoff,
+                                          dst_tree=points) + eps2  # M_i
                     # Δx_g = Σ_i w(r_gi) d_i / M_i
-                    increment[channels] = _kernel_sums(
-                        *src, d_k / density, grid_lat, grid_lon, length, cutoff).T
+                    increment[channels] = kernel_sums(*src, d_k / density, None, None, length,
+                                                      cutoff, dst_tree=self.grid).T
                 else:
                     # Δx_g = Σ_i w(r_gi) d_i / (Σ_i w(r_gi) + ε²); 0 where no weight and ε² = 0
-                    sums = _kernel_sums(*src, torch.cat([d_k, ones], dim=1), grid_lat, grid_lon,
-                                        length, cutoff)
+                    sums = kernel_sums(*src, torch.cat([d_k, ones], dim=1), None, None, length,
+                                       cutoff, dst_tree=self.grid)
                     numerator, denominator = sums[:, :-1], sums[:, -1:] + eps2
                     covered = denominator > 0
                     increment[channels] = torch.where(
@@ -190,107 +214,52 @@ class Interpolation(Assimilator):
             x = x + increment.reshape(x.shape).to(x.dtype)  # x⁽ᵖ⁺¹⁾ = x⁽ᵖ⁾ + Δx
 
         residual = (obs.values - obs.operator(x)).to(torch.float64)
-        object.__setattr__(self, "_diagnostics", {
+        return Analysis(x.to(x_b.device), diagnostics={
+            "evaluations": float(m.passes), "iterations": float(m.passes),
             "rms_innovation": rms_innovation,
             "rms_residual": float(residual.square().mean().sqrt()),
         })
-        return x
 
-    def _grid_for(self, x_b: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Flattened grid coordinates (lat-major, as flat_index), checked against x_b."""
-        grid = getattr(self, "_grid", None)
-        if grid is None:
-            raise RuntimeError(
-                "Interpolation.analyse needs the grid's coordinates: call "
-                "prepare(ctx) with the world's TrainingContext first")
-        lat, lon = grid
-        if x_b.ndim != 3 or tuple(x_b.shape[-2:]) != (lat.size, lon.size):
+    def dominant_kernel(self, background: Background, obs: Observations) -> Kernel:
+        """The first pass's kernel sums from the observations to the grid (the largest
+        cutoff: the most pairs), with the innovations as coefficients.
+
+        Bytes (unit "B"; the sums are sparse, so no FLOP count applies): per neighbour pair
+        six 8-byte numbers (source and destination index, distance, weight, sort order and
+        its inverse) and one row of k float64 coefficients, k the channels of a group."""
+        m = self.method
+        self._check(background.x_b)
+        obs = obs.to(self.device)
+        x_b = background.x_b.to(self.device)
+        d = (obs.values - obs.operator(x_b)).to(torch.float64)
+        groups = obs.channels_by_location() if len(obs) else []
+        cutoff = m.cutoff_scales * m.length_scale_km
+        work, calls = 0.0, []
+        for _, index in groups:
+            lat, lon = self._locations(obs, index)
+            coeff = d[torch.as_tensor(index, device=self.device)]
+            pairs = sum(int((p.distance_km < cutoff).sum()) for p in neighbours.pairs_within(
+                lat, lon, None, None, cutoff, dst_tree=self.grid))
+            work += pairs * 8.0 * (6 + coeff.shape[1])
+            calls.append((lat, lon, coeff))
+
+        def sums():
+            return [kernel_sums(lat, lon, coeff, None, None, m.length_scale_km, cutoff,
+                                dst_tree=self.grid) for lat, lon, coeff in calls]
+
+        return Kernel("kernel sums, observations → grid (pass 1)", sums, "B", "float64",
+                      work=max(work, 1.0))
+
+    @staticmethod
+    def _locations(obs: Observations, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lat, lon) in degrees of a group's observation points (its first channel's)."""
+        points = index[:, 0]
+        return (np.asarray(obs.lat, dtype=np.float64)[points],
+                np.asarray(obs.lon, dtype=np.float64)[points])
+
+    def _check(self, x_b: torch.Tensor) -> None:
+        h, w = self.shape
+        if x_b.ndim != 3 or tuple(x_b.shape[-2:]) != (h, w):
             raise ValueError(
-                f"x_b has shape {tuple(x_b.shape)} but prepare() saw a {lat.size} × {lon.size} "
-                f"grid; expected (C, {lat.size}, {lon.size}) — prepare with this world's context")
-        return np.repeat(lat, lon.size), np.tile(lon, lat.size)
-
-
-# --------------------------------------------------------------------------------- kernel
-def _great_circle_km(lat1, lon1, lat2, lon2):
-    """Haversine distance (km) between points given in radians; broadcasts. Wraps in longitude
-    and is exact across the poles."""
-    a = (torch.sin(0.5 * (lat2 - lat1)).square()
-         + torch.cos(lat1) * torch.cos(lat2) * torch.sin(0.5 * (lon2 - lon1)).square())
-    return 2.0 * EARTH_RADIUS_KM * torch.asin(a.clamp(0.0, 1.0).sqrt())
-
-
-def _kernel_sums(
-    src_lat: np.ndarray,
-    src_lon: np.ndarray,
-    coeff: torch.Tensor,
-    dst_lat: np.ndarray,
-    dst_lon: np.ndarray,
-    length_km: float,
-    cutoff_km: float,
-) -> torch.Tensor:
-    """out[j, :] = Σ_i w(r_ij) · coeff[i, :], w(r) = exp(−r²/(2 L²)) for r < cutoff, else 0.
-
-    Args:
-        src_lat, src_lon: (N,) source points (observations), radians.
-        coeff: (N, k) float64 torch, on the device to compute on.
-        dst_lat, dst_lon: (G,) destination points, radians.
-    Returns:
-        (G, k) float64 on coeff's device.
-
-    Sources are sorted by latitude and taken in blocks; each block meets only the destinations
-    whose latitude is within the cutoff (r ≥ R |Δφ|); a block holds at most ``_KERNEL_BUDGET``
-    kernel entries (a single source's band may exceed it) and spans little more latitude than
-    one source's band (see ``_block_end``).
-    """
-    device = coeff.device
-    n, g = len(src_lat), len(dst_lat)
-    out = torch.zeros(g, coeff.shape[1], dtype=torch.float64, device=device)
-    if n == 0 or g == 0:
-        return out
-    src_order = np.argsort(-src_lat, kind="stable")  # north -> south
-    dst_order = np.argsort(-dst_lat, kind="stable")
-    s_lat, s_lon = src_lat[src_order], src_lon[src_order]
-    t_lat, t_lon = dst_lat[dst_order], dst_lon[dst_order]
-    band = cutoff_km / EARTH_RADIUS_KM + _BAND_MARGIN
-    first = np.searchsorted(-t_lat, -(s_lat + band), side="left")  # non-decreasing in i
-    stop = np.searchsorted(-t_lat, -(s_lat - band), side="right")
-
-    def as_t(a: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(a, dtype=torch.float64, device=device)
-
-    s_lat_t, s_lon_t, t_lat_t, t_lon_t = as_t(s_lat), as_t(s_lon), as_t(t_lat), as_t(t_lon)
-    s_coeff = coeff[torch.as_tensor(src_order, device=device)]
-    out_sorted = torch.zeros_like(out)
-    start = 0
-    while start < n:
-        end = _block_end(start, first, stop, _KERNEL_BUDGET)
-        lo, hi = int(first[start]), int(stop[end - 1])
-        if hi > lo:
-            r = _great_circle_km(s_lat_t[start:end, None], s_lon_t[start:end, None],
-                                 t_lat_t[None, lo:hi], t_lon_t[None, lo:hi])
-            kernel = torch.where(r < cutoff_km, torch.exp(-0.5 * (r / length_km).square()), 0.0)
-            out_sorted[lo:hi] += kernel.T @ s_coeff[start:end]
-        start = end
-    out[torch.as_tensor(dst_order, device=device)] = out_sorted
-    return out
-
-
-def _block_end(start: int, first: np.ndarray, stop: np.ndarray, budget: int) -> int:
-    """End of the block of sources that starts at ``start`` (at least start + 1).
-
-    The largest end with (end − start) · (stop[end−1] − first[start]) ≤ budget whose block
-    reaches at most half a band beyond its first source's band (stop[end−1] − stop[start] ≤
-    (stop[start] − first[start]) / 2), so a block computes at most ~1.5 × the entries its
-    sources need. Both conditions tighten as ``end`` grows (``stop`` is non-decreasing): bisect.
-    """
-    width = int(stop[start]) - int(first[start])
-    lo, hi = start + 1, len(first)
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        span = int(stop[mid - 1]) - int(first[start])
-        if (mid - start) * span <= budget and 2 * (span - width) <= width:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+                f"x_b has shape {tuple(x_b.shape)} but the analyser was loaded for a {h} × {w} "
+                f"grid; expected (C, {h}, {w}) — load it with this world's spec")

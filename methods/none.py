@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from methods.base import Analyser, Analysis, Assimilator, Background, Observations
+from bench.state import StateSpec
+from methods.base import (
+    Analyser,
+    Analysis,
+    Assimilator,
+    Background,
+    MemoryEstimate,
+    Observations,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,3 +27,8 @@ class NoAssimilation(Assimilator, Analyser):
 
     def analyse(self, background: Background, obs: Observations) -> Analysis:
         return Analysis(background.x_b.clone())
+
+    def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
+        """No model; an analysis holds one float32 state (the clone)."""
+        c, h, w = spec.shape
+        return MemoryEstimate(0.0, 4.0 * c * h * w)

@@ -16,17 +16,20 @@ from pathlib import Path
 import torch
 from forecast_fixtures import persistence_setup
 
-from bench import runner
 from bench.config import RunConfig
-from methods.base import Assimilator
+from bench.setup import Setup
+from methods.base import Analyser, Analysis, Assimilator
 
 #: where KillOnce records that it has killed a worker (set by tiny_setup in each process)
 KILL_MARKER: Path | None = None
 
 
 @dataclasses.dataclass(frozen=True)
-class KillOnce(Assimilator):
+class KillOnce(Assimilator, Analyser):
     """No assimilation; the first analyse() on a dask worker kills that worker's process."""
+
+    def load(self, state, spec, device):
+        return self
 
     def analyse(self, background, obs):
         if KILL_MARKER is not None and _on_dask_worker():
@@ -37,7 +40,7 @@ class KillOnce(Assimilator):
                 pass
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
-        return background.x_b.clone()
+        return Analysis(background.x_b.clone())
 
 
 def _on_dask_worker() -> bool:
@@ -50,7 +53,7 @@ def _on_dask_worker() -> bool:
     return True
 
 
-def tiny_setup(cfg: RunConfig, kill_marker: str | None = None) -> runner.Setup:
+def tiny_setup(cfg: RunConfig, kill_marker: str | None = None) -> Setup:
     """The small synthetic world with a persistence model (deterministic, a second to build)."""
     global KILL_MARKER
     if kill_marker is not None:

@@ -51,11 +51,11 @@ class InMemoryWorld:
 
 
 def persistence_setup(cfg):
-    """A runner.Setup on a small advected world with persistence as the model (a second to
-    build, deterministic): the world's "valid" period stands in for the test period."""
-    from bench import runner
+    """A bench.setup.Setup on a small advected world with persistence as the model (a second
+    to build, deterministic): the world's "valid" period stands in for the test period."""
     from bench.cycle import TruthWindow, first_background
     from bench.forecast.persistence import Persistence
+    from bench.setup import Setup
 
     spec = small_spec()
     world = InMemoryWorld(spec, advected_trajectory(spec, 160, seed=0))
@@ -64,4 +64,4 @@ def persistence_setup(cfg):
     truth = TruthWindow(world.period("test"), spec, torch.device("cpu"))
     start = first_background(model, truth, cfg.cycle)
     clim = spec.to_tensor(world.period("train")).mean(0)
-    return runner.Setup(world, model, "persistence", truth, start, clim, torch.device("cpu"))
+    return Setup(world, model, "persistence", truth, start, clim, torch.device("cpu"))

@@ -1,17 +1,22 @@
 """A small synthetic ``metrics.nc`` Dataset in the results schema of the cycling harness.
 
-Layout (the schema of DESIGN.md §6):
+Layout (the schema of bench/scorer.py):
 
-    dims    method (3), density (2), seed (2), cycle (12), phase (2), channel (8)
-    rmse, bias, acc            (method, density, seed, cycle, phase, channel)  physical units
-    analysis_seconds, peak_memory_bytes, n_obs, n_points   (method, density, seed, cycle)
-    status, diverged_cycle, diverged_reason                (method, density, seed)
+    dims    method (4), density (2), seed (2), cycle (12), phase (2), channel (8)
+    rmse, bias, acc, spread    (method, density, seed, cycle, phase, channel)  physical units
+    analysis_seconds, peak_memory_bytes, forecast_seconds, n_obs, n_points
+                                                           (method, density, seed, cycle)
+    members, window_hours, status, diverged_cycle, diverged_reason   (method, density, seed)
 
 The channels are the seven headline channels plus ``v10``, in FengWu's order (not the headline
 order), so tests see that tables follow ``HEADLINE``. Errors start large and decay over the first
 cycles, so including the spin-up changes the means. One cell diverges (``DIVERGED``): its
 analysis blows up at the diverged cycle and every later cycle is NaN. ``none`` has no memory
-figure (NaN, "unknown").
+figure (NaN, "unknown"). ``letkf`` is an ensemble (``ENSEMBLE_MEMBERS`` members): its spread
+is a little smaller than its RMSE (under-dispersive) and its forecast, of every member, takes
+longer; the spread of the deterministic methods is NaN. The forecast after the last cycle (and
+after a divergence) is NaN. ``legacy`` drops the variables metrics.nc files did not have before
+ensembles (``NEW_VARIABLES``).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-METHODS = ("3dvar", "vaevar", "none")
+from bench.scorer import CELL_DIMS, PHASES
+
+METHODS = ("3dvar", "vaevar", "none", "letkf")
 DENSITIES = (0.01, 0.05)
 SEEDS = (0, 1)
 N_CYCLES = 12
 SPINUP_CYCLES = 4
-PHASES = ("background", "analysis")
 DEVICE = "cpu (synthetic fixture)"
 
 #: channel -> (units, typical background RMSE in those units)
@@ -40,13 +46,22 @@ CHANNELS: dict[str, tuple[str, float]] = {
     "t850": ("K", 1.5),
 }
 
+#: The ensemble method and its size.
+ENSEMBLE, ENSEMBLE_MEMBERS = "letkf", 8
+#: Variables added to metrics.nc with ensembles; files written before lack them.
+NEW_VARIABLES = ("spread", "forecast_seconds", "members", "window_hours")
+
 #: The one diverged (method, density, seed) and the cycle at which it diverged.
 DIVERGED = {"method": "vaevar", "density": 0.01, "seed": 1, "cycle": 9}
 
 #: analysis RMSE / background RMSE per (method, density): denser observations help more.
-_GAIN = {"3dvar": (0.6, 0.4), "vaevar": (0.55, 0.35), "none": (1.0, 1.0)}
-#: typical seconds per analysis and peak bytes (NaN: unknown)
-_COST = {"3dvar": (0.05, 200 * 2**20), "vaevar": (2.0, 1536 * 2**20), "none": (1e-4, np.nan)}
+_GAIN = {"3dvar": (0.6, 0.4), "vaevar": (0.55, 0.35), "none": (1.0, 1.0),
+         "letkf": (0.5, 0.3)}
+#: typical seconds per analysis, peak bytes (NaN: unknown) and seconds of the forecast after it
+_COST = {"3dvar": (0.05, 200 * 2**20, 0.01), "vaevar": (2.0, 1536 * 2**20, 0.01),
+         "none": (1e-4, np.nan, 0.01), "letkf": (0.3, 400 * 2**20, 0.06)}
+#: the ensemble's spread / its RMSE
+_SPREAD_RATIO = 0.8
 _GRID_POINTS = 32 * 64
 
 
@@ -74,6 +89,14 @@ def make_metrics(seed: int = 0) -> xr.Dataset:
     n_points = rng.poisson(expected, (len(DENSITIES), len(SEEDS), N_CYCLES))
     n_points = np.broadcast_to(n_points, shape).astype(np.int64)
     n_obs = n_points * len(CHANNELS)
+    ensemble = np.array([m == ENSEMBLE for m in METHODS])
+    spread = rmse * _SPREAD_RATIO * rng.lognormal(0.0, 0.1, rmse.shape)
+    spread[~ensemble] = np.nan
+    forecast = (np.array([_COST[m][2] for m in METHODS])[:, None, None, None]
+                * rng.lognormal(0.0, 0.2, shape))
+    forecast[..., -1] = np.nan  # no forecast after the last cycle
+    members = np.broadcast_to(np.where(ensemble, ENSEMBLE_MEMBERS, 0)[:, None, None],
+                              shape[:3]).astype(np.int64)
 
     status = np.full(shape[:3], "ok", dtype=object)
     diverged_cycle = np.full(shape[:3], -1, dtype=np.int64)
@@ -82,12 +105,13 @@ def make_metrics(seed: int = 0) -> xr.Dataset:
     k = DIVERGED["cycle"]
     status[cell], diverged_cycle[cell], reason[cell] = "diverged", k, "analysis RMSE > 10 x clim."
     rmse[cell][k, 1] *= 1e4  # the analysis that blew up
-    for field in (rmse, bias, acc):
+    for field in (rmse, bias, acc, spread):
         field[cell][k + 1:] = np.nan
     seconds[cell][k + 1:] = np.nan
     peak[cell][k + 1:] = np.nan
+    forecast[cell][k:] = np.nan  # the cell stopped at k: no forecast after its analysis
 
-    cell_dims = ("method", "density", "seed")
+    cell_dims = CELL_DIMS
     cycle_dims = (*cell_dims, "cycle")
     score_dims = (*cycle_dims, "phase", "channel")
     coords = {
@@ -98,7 +122,10 @@ def make_metrics(seed: int = 0) -> xr.Dataset:
     }
     data = {
         "rmse": (score_dims, rmse), "bias": (score_dims, bias), "acc": (score_dims, acc),
+        "spread": (score_dims, spread),
         "analysis_seconds": (cycle_dims, seconds), "peak_memory_bytes": (cycle_dims, peak),
+        "forecast_seconds": (cycle_dims, forecast),
+        "members": (cell_dims, members), "window_hours": (cell_dims, np.zeros_like(members)),
         "n_obs": (cycle_dims, n_obs), "n_points": (cycle_dims, n_points),
         "status": (cell_dims, status.astype(str)),
         "diverged_cycle": (cell_dims, diverged_cycle),
@@ -110,6 +137,11 @@ def make_metrics(seed: int = 0) -> xr.Dataset:
         "config": '{"cycles": 12}',
     }
     return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+def legacy(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as a metrics.nc written before ensembles: without ``NEW_VARIABLES``."""
+    return ds.drop_vars(list(NEW_VARIABLES))
 
 
 def _diverged_index() -> tuple[int, int, int]:

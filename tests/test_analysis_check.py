@@ -4,8 +4,6 @@ The cases must hold the errors they claim to (truth − forecast, or the NMC dif
 bench/samples.py makes for the same start), and the ratio must be 1 for no assimilation and
 near 0 where dense exact observations are fitted."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -15,8 +13,8 @@ from bench.config import ObservationSettings
 from bench.experiments.check import cases, error_ratios, summary
 from bench.forecast.persistence import Persistence
 from bench.samples import SampleSettings, make_samples
-from methods.base import NoAssimilation
 from methods.interp import Interpolation
+from methods.none import NoAssimilation
 
 SPEC = small_spec()
 
@@ -59,9 +57,9 @@ def test_nmc_cases_hold_the_samples_nmc_differences(trajectory):
 def test_no_assimilation_has_ratio_one_and_dense_exact_obs_near_zero(trajectory):
     truth, times = trajectory
     found = cases(Persistence(SPEC), truth, times, "forecast", lead_hours=24, starts=3)
-    methods = {"none": NoAssimilation(), "interp": Interpolation()}
-    for m in methods.values():
-        m.prepare(SimpleNamespace(spec=SPEC))  # neither learns: the grid is all they read
+    # neither learns: the grid is all they read
+    methods = {name: m.load({}, SPEC, "cpu") for name, m in (("none", NoAssimilation()),
+                                                             ("interp", Interpolation()))}
     table = error_ratios(methods, found, SPEC, (1.0,),
                          ObservationSettings(density=1.0, noise_fraction=0.0))
     none = table[table.method == "none"]
@@ -85,26 +83,27 @@ def test_too_short_a_period_is_a_clear_error(trajectory):
 def test_check_command_refuses_bad_input_in_one_line(capsys, isolated_cache):
     from bench.cli import main
 
-    for args, expected in [(["--errors", "oops"], "--errors 'oops'"),
+    for args, expected in [(["--errors", "oops"], "--errors oops: expected one of forecast, nmc"),
                            (["--starts", "0"], "--starts 0"),
                            (["--lead-hours", "7"], "--lead-hours 7"),
-                           (["--methods", "nosuch"], "unknown method 'nosuch'")]:
-        assert main(["check", *args]) == 2, args
+                           (["--methods", "none,nosuch"], "unknown method 'nosuch'")]:
+        assert main(["check", "--methods", "none", *args]) == 2, args
         err = capsys.readouterr().err.strip()
         assert expected in err and err.count("\n") == 0, (args, err)
     assert not isolated_cache.exists(), "bad input must write nothing"
 
 
-def test_run_check_prepares_methods_and_writes_the_tables(tmp_path, monkeypatch, isolated_cache):
+def test_run_check_fits_methods_and_writes_the_tables(tmp_path, monkeypatch, isolated_cache):
     from forecast_fixtures import persistence_setup
 
-    from bench import runner
-    from bench.config import CycleSettings, RunConfig
+    from bench import setup
+    from bench.config import CycleSettings, ObservationSettings, RunConfig
     from bench.experiments.check import run_check
 
-    cfg = RunConfig(methods=("none", "interp"), densities=(0.5,), obs_noise=0.0,
-                    cycle=CycleSettings(days=1))
-    monkeypatch.setattr(runner, "setup", lambda cfg, progress=True: persistence_setup(cfg))
+    cfg = RunConfig(methods=("none", "interp"), densities=(0.5,),
+                    observations=ObservationSettings(noise_fraction=0.0),
+                    cycle=CycleSettings(days=1, spinup_cycles=2))
+    monkeypatch.setattr(setup, "setup", lambda cfg, progress=True: persistence_setup(cfg))
     wide, paths = run_check(cfg, tmp_path / "out", errors="forecast", lead_hours=12, starts=3,
                             command="python -m bench check …", progress=False)
     ratio = dict(zip(wide.method, wide["all"], strict=True))

@@ -17,14 +17,12 @@ import torch
 from threedvar_fixtures import gaussian_spec, random_fields, synthetic_samples
 
 from bench.config import ObservationSettings
-from bench.experiments.synthetic import diffda_denoiser
 from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet
 from bench.observations import observe
 from bench.state import FENGWU_CHANNELS, FENGWU_LEVELS, StateSpec
+from methods.common.covariance import BMatrix, estimate
+from methods.common.spectral import Transforms
 from methods.diffda import DiffDA
-from methods.threedvar import statistics
-from methods.threedvar.b_matrix import BMatrix
-from methods.threedvar.spectral import Transforms
 from methods.vaevar import VAEVar
 from methods.vaevar.vae import VAE
 
@@ -47,7 +45,7 @@ def spec() -> StateSpec:
 def b_matrix(spec) -> BMatrix:
     """B from 24 synthetic NMC-like samples with known balance (≈ 1 s to estimate)."""
     spec, samples = synthetic_samples(spec, n=24, seed=0)
-    return BMatrix(spec, statistics.estimate(spec, samples, variance_scale=0.25))
+    return BMatrix(spec, estimate(spec, samples, variance_scale=0.25))
 
 
 def test_emulator_step_32x64x69(benchmark):
@@ -129,8 +127,7 @@ def test_diffda_denoiser_call_32x64x69(benchmark):
     """One ε_θ call of the default DiffDA network (random weights): ε̂ is finite, of the
     state's shape, the same for the same inputs (no hidden state) and depends on the
     forecast it is conditioned on."""
-    method = DiffDA()
-    denoiser = diffda_denoiser(method, SHAPE, seed=0).eval()
+    denoiser = DiffDA().network(SHAPE, seed=0).eval()
     g = torch.Generator().manual_seed(7)
     z, x_hat = torch.randn(1, *SHAPE, generator=g), torch.randn(1, *SHAPE, generator=g)
     t = torch.tensor([500])

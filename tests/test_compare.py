@@ -1,12 +1,17 @@
 """`compare`: a settings sweep of several runs as one skill/time table."""
 
+import json
+import math
+
 import pytest
+from metrics_fixture import legacy, make_metrics
 from test_runner import prepared
 
 from bench import runner
 from bench.config import CycleSettings, RunConfig
 from bench.report.compare import compare_runs, write_comparison
-from bench.report.tables import skill_numbers
+from bench.report.skill import skill_numbers
+from bench.report.timing import timing_numbers
 
 
 def test_a_sweep_becomes_one_row_per_setting(tmp_path):
@@ -23,6 +28,7 @@ def test_a_sweep_becomes_one_row_per_setting(tmp_path):
     for row, (_, skill) in zip(table.itertuples(), runs, strict=True):
         assert row.t850_analysis == pytest.approx(skill["t850_analysis_mean"].item())
         assert row.median_seconds > 0
+        assert row.median_forecast_seconds >= 0  # the forecast after each analysis (not NaN)
     # the settings really changed the analyses
     assert table["t850_analysis"].iloc[0] != table["t850_analysis"].iloc[1]
     paths = write_comparison([r for r, _ in runs], tmp_path / "cmp", "test command",
@@ -34,3 +40,18 @@ def test_a_sweep_becomes_one_row_per_setting(tmp_path):
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path):
     with pytest.raises(ValueError, match="is not a finished run directory"):
         compare_runs([tmp_path])
+
+
+def test_forecast_time_is_carried_and_nan_for_runs_from_before_it(tmp_path):
+    """A run with forecast times next to one written before metrics.nc recorded them."""
+    runs = {"new": make_metrics(), "old": legacy(make_metrics())}
+    for name, ds in runs.items():
+        (tmp_path / name).mkdir()
+        ds.to_netcdf(tmp_path / name / "metrics.nc")
+        (tmp_path / name / "config.json").write_text(json.dumps({"method_settings": {}}))
+    table = compare_runs([tmp_path / "new", tmp_path / "old"], channels=("z500",))
+    new, old = table[table["run"] == "new"], table[table["run"] == "old"]
+    assert list(new["median_forecast_seconds"]) == list(
+        timing_numbers(runs["new"])["median_forecast_seconds"])
+    assert all(math.isnan(v) for v in old["median_forecast_seconds"])
+    assert list(new["median_seconds"]) == list(old["median_seconds"])

@@ -8,10 +8,10 @@ exactly as ``python -m bench run`` does.
 import numpy as np
 import pytest
 
-from bench import runner
 from bench.config import CycleSettings, ObservationSettings, RunConfig
 from bench.cycle import run_cycles
 from bench.report.tables import HEADLINE
+from bench.setup import build_method, fit_and_load, setup
 
 pytestmark = pytest.mark.slow
 
@@ -20,17 +20,16 @@ pytestmark = pytest.mark.slow
 def built_in():
     cfg = RunConfig(methods=("none", "3dvar", "vaevar"), densities=(0.01, 0.05), threads=1,
                     cycle=CycleSettings(days=15))
-    return cfg, runner.setup(cfg, progress=False)
+    return cfg, setup(cfg, progress=False)
 
 
 def _cycled(cfg, s, name: str, density: float) -> np.ndarray:
     """Analysis RMSE after spin-up, (cycles, C) in physical units."""
-    method = runner.build_method(cfg, name, seed=0)
-    method.prepare(runner.training_context(s, method, progress=False))
-    result = run_cycles(method, s.model, s.truth, s.start, ObservationSettings(density=density),
+    analyser = fit_and_load(s, build_method(cfg, name, seed=0), progress=False)
+    result = run_cycles(analyser, s.model, s.truth, s.start, ObservationSettings(density=density),
                         cfg.cycle, s.climatology, progress=False)
     assert result.status == "ok", f"{name} at {density}: {result.reason}"
-    return result.rmse[cfg.cycle.spinup_cycles:, 1]
+    return result.per_channel["rmse"][cfg.cycle.spinup_cycles:, 1]
 
 
 def _analysis_rmse(cfg, s, name: str, density: float) -> dict[str, float]:

@@ -19,7 +19,7 @@ from bench.dask_executor import DaskExecutor
 CFG = RunConfig(world="tiny", methods=("none", "interp"), densities=(0.05, 0.2), seeds=(0, 1),
                 cycle=CycleSettings(days=2, first_lead_hours=12, spinup_cycles=2))
 #: what differs between two runs of the same cells: wall time and memory of each analysis
-TIMING = ["analysis_seconds", "peak_memory_bytes"]
+TIMING = ["analysis_seconds", "peak_memory_bytes", "forecast_seconds"]
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_cell_is_replaced_and_the_run_is_unchanged(
     assert len(list((tmp_path / "dask" / "cells").iterdir())) == 8
     # every cell logged exactly one result: the killed attempt died before writing anything
     log = (tmp_path / "dask" / "log.txt").read_text().splitlines()
-    finished = sorted(line.split(" (prepare")[0] for line in log if ": ok (prepare" in line)
+    finished = sorted(line.split(" (fit")[0] for line in log if ": ok (fit" in line)
     assert finished == sorted(f"cell {runner.cell_name(*key)}: ok" for key in runner.grid(cfg))
 
 

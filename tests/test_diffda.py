@@ -1,4 +1,5 @@
-"""DiffDA (methods/diffda): soft mask, sampler, training and the analysis on a tiny world.
+"""DiffDA (methods/diffda): soft mask, sampler, training, the analysis on a tiny world, and the
+fit → load → analyse lifecycle.
 
 The tiny world: smooth fields advected one cell east per 6 h on an 8 × 16 grid with 3 channels,
 forecast by persistence minus a per-channel bias b, so that the training increments
@@ -7,17 +8,24 @@ truth − forecast = (shifted − unshifted field) + b have the per-channel mean
 
 import dataclasses
 import math
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 from forecast_fixtures import advected_trajectory, small_spec
+from method_fixtures import check_fit_is_pure, check_untrained, odd_grid_case
 
+from bench.cache import load_state, save_state
 from bench.forecast.base import ForecastModel
+from bench.state import StateSpec
 from methods.base import Background, Observations, TrainingContext
-from methods.diffda import DiffDA
+from methods.common import neighbours
+from methods.diffda import DiffDA, DiffDAAnalyser
 from methods.diffda.denoiser import ConditionalDenoiser
-from methods.diffda.mask import soft_mask_and_values
+from methods.diffda.mask import soft_mask_and_values, soft_mask_and_values64
 from methods.diffda.sampler import make_scheduler, repaint_sample
 
 BIAS = (1.0, -0.5, 0.0)
@@ -49,19 +57,30 @@ def grid_observations(spec, state, points, channels=None):
                         lon=lon, grid_shape=tuple(spec.shape))
 
 
+class World(NamedTuple):
+    ctx: TrainingContext
+    method: DiffDA
+    state: dict
+    analyser: DiffDAAnalyser
+    truth: torch.Tensor
+    model: ForecastModel
+
+
+def tiny_context(spec, truth, model) -> TrainingContext:
+    return TrainingContext(spec=spec, model=model, train_truth=lambda: truth, samples=None,
+                           device=torch.device("cpu"), seed=0, progress=False)
+
+
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    """(ctx, trained method, truth, model) shared by the analysis tests (trains ~3 s)."""
+def world():
+    """The tiny world, the trained method, its state and analyser (trains ~3 s)."""
     spec = small_spec(nlat=8, nlon=16)
     truth = advected_trajectory(spec, 80, seed=0)
     model = BiasedPersistence(spec)
-    ctx = TrainingContext(spec=spec, model=model, train_truth=lambda: truth, samples=None,
-                          device=torch.device("cpu"),
-                          cache_dir=tmp_path_factory.mktemp("diffda-cache"), seed=0,
-                          progress=False)
+    ctx = tiny_context(spec, truth, model)
     method = DiffDA.for_tests(train_steps=150, lr=3e-3)
-    method.prepare(ctx)
-    return ctx, method, truth, model
+    state = method.fit(ctx)
+    return World(ctx, method, state, method.load(state, spec, "cpu"), truth, model)
 
 
 def background_at(model, truth, i, lead_hours=6, cycle=0):
@@ -70,39 +89,51 @@ def background_at(model, truth, i, lead_hours=6, cycle=0):
     return Background(x_b, history, np.datetime64("2001-01-01"), lead_hours, cycle)
 
 
-def with_seed(method, ctx, seed):
-    twin = dataclasses.replace(method, seed=seed)
-    twin.prepare(ctx)  # reloads the trained denoiser from ctx.cache_dir
-    return twin
+def with_seed(world, seed) -> DiffDAAnalyser:
+    """The trained denoisers loaded by the method with another seed."""
+    return dataclasses.replace(world.method, seed=seed).load(world.state, world.ctx.spec, "cpu")
 
 
 # --------------------------------------------------------------------------------- training
 def test_training_loss_falls(world):
-    _, method, *_ = world
-    losses = method.training["losses"][6]
+    losses = world.analyser.training["losses"][6]
     assert len(losses) == 150
     assert np.mean(losses[-20:]) < 0.6 * np.mean(losses[:20])
 
 
-def test_prepare_reloads_from_the_cache(world):
-    ctx, method, *_ = world
-    twin = DiffDA.for_tests(train_steps=150, lr=3e-3)
-    twin.prepare(ctx)
-    assert twin.training["train_seconds"] == method.training["train_seconds"]
-    for a, b in zip(twin.denoiser(6)[0].parameters(), method.denoiser(6)[0].parameters(),
+def test_fit_is_deterministic_and_its_cached_state_loads_the_same_denoisers(world):
+    """Fitting twice gives the same weights bit for bit (what the runner's cache relies on);
+    the cached form loads the same denoiser and analysis; fit leaves the method as it was."""
+    method = DiffDA.for_tests(train_steps=5)
+    state = check_fit_is_pure(method, world.ctx)
+    again = method.fit(world.ctx)
+    for key, value in state["models"][0]["state"].items():
+        torch.testing.assert_close(again["models"][0]["state"][key], value, rtol=0, atol=0)
+    assert state["shape"] == list(world.ctx.spec.shape) and state["leads_hours"] == [6]
+    assert len(state["models"][0]["losses"]) == 5 and state["models"][0]["n_pairs"] > 0
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(state, Path(tmp) / "state.pt")
+        cached = load_state(Path(tmp) / "state.pt")
+    first = method.load(state, world.ctx.spec, "cpu")
+    second = method.load(cached, world.ctx.spec, "cpu")
+    assert second.training["train_seconds"] == first.training["train_seconds"]
+    for a, b in zip(first.denoiser(6)[0].parameters(), second.denoiser(6)[0].parameters(),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+    bg = background_at(world.model, world.truth, 30)
+    obs = grid_observations(world.ctx.spec, world.truth[31], [3, 40])
+    assert torch.equal(first.analyse(bg, obs).x_a, second.analyse(bg, obs).x_a)
 
 
 # --------------------------------------------------------------------------------- analysis
 def test_without_observations_samples_scatter_around_forecast_plus_training_mean(world):
-    ctx, method, truth, model = world
+    ctx, _, _, analyser, truth, model = world
     spec = ctx.spec
     background = background_at(model, truth, 40)
     empty = grid_observations(spec, truth[41], points=[], channels=[])
-    increments = torch.stack([with_seed(method, ctx, s).analyse(background, empty)
+    increments = torch.stack([with_seed(world, s).analyse(background, empty).x_a
                               - background.x_b for s in range(6)])
-    _, scale = method.denoiser(6)
+    _, scale = analyser.denoiser(6)
     mean = increments.mean(dim=(0, 2, 3))  # per channel, over seeds and the grid
     assert torch.all((mean - torch.tensor(BIAS)).abs() < 0.5 * scale), (mean, scale)
     spread = increments.std(dim=0).mean(dim=(1, 2))  # across seeds
@@ -111,78 +142,95 @@ def test_without_observations_samples_scatter_around_forecast_plus_training_mean
 
 
 def test_dense_exact_observations_are_matched(world):
-    ctx, method, truth, model = world
+    ctx, _, _, analyser, truth, model = world
     spec = ctx.spec
     background = background_at(model, truth, 30)
     h, w = spec.shape[1:]
     obs = grid_observations(spec, truth[31], points=range(h * w))
-    x_a = method.analyse(background, obs)
-    misfit_a = (obs.operator(x_a) - obs.values).square().mean().sqrt()
+    analysis = analyser.analyse(background, obs)
+    misfit_a = (obs.operator(analysis.x_a) - obs.values).square().mean().sqrt()
     misfit_b = (obs.operator(background.x_b) - obs.values).square().mean().sqrt()
     assert misfit_b > 0.3
     assert misfit_a < 1e-4 * misfit_b
-    assert method.diagnostics()["mask_mean"] == pytest.approx(1.0)
+    assert analysis.diagnostics["mask_mean"] == pytest.approx(1.0)
 
 
 def test_sparse_observations_are_matched_where_observed(world):
-    ctx, method, truth, model = world
+    ctx, _, _, analyser, truth, model = world
     spec = ctx.spec
     background = background_at(model, truth, 30)
     obs = grid_observations(spec, truth[31], points=[5, 27, 50, 77, 100, 120])
-    x_a = method.analyse(background, obs)
+    x_a = analyser.analyse(background, obs).x_a
     misfit_a = (obs.operator(x_a) - obs.values).abs().max()
     misfit_b = (obs.operator(background.x_b) - obs.values).abs().max()
     assert misfit_a < 1e-4 * misfit_b
 
 
 def test_sampling_is_deterministic_for_a_seed(world):
-    ctx, method, truth, model = world
+    ctx, _, _, analyser, truth, model = world
     background = background_at(model, truth, 20)
     obs = grid_observations(ctx.spec, truth[21], points=[3, 40, 90])
-    first = method.analyse(background, obs)
-    torch.testing.assert_close(method.analyse(background, obs), first, rtol=0, atol=0)
-    other_seed = with_seed(method, ctx, 1).analyse(background, obs)
+    first = analyser.analyse(background, obs).x_a
+    torch.testing.assert_close(analyser.analyse(background, obs).x_a, first, rtol=0, atol=0)
+    other_seed = with_seed(world, 1).analyse(background, obs).x_a
     assert (other_seed - first).abs().max() > 1e-3
-    other_cycle = method.analyse(dataclasses.replace(background, cycle=1), obs)
+    other_cycle = analyser.analyse(dataclasses.replace(background, cycle=1), obs).x_a
     assert (other_cycle - first).abs().max() > 1e-3
 
 
 def test_diagnostics_count_the_denoiser_calls(world):
-    ctx, method, truth, model = world
-    method.analyse(background_at(model, truth, 20), grid_observations(ctx.spec, truth[21], [7]))
-    diag = method.diagnostics()
+    ctx, _, _, analyser, truth, model = world
+    diag = analyser.analyse(background_at(model, truth, 20),
+                            grid_observations(ctx.spec, truth[21], [7])).diagnostics
     # steps + (r − 1)(steps − j) = 10 + 1 · 5 for the test configuration (10 / 5 / 2)
-    assert diag["denoiser_calls"] == 15 == diag["sampling_steps"]
+    assert diag["denoiser_calls"] == 15 == diag["sampling_steps"] == diag["evaluations"]
+    assert diag["iterations"] == diag["sampling_steps"]
     assert diag["undo_steps"] == 5 and diag["model_lead_hours"] == 6
 
 
-def test_the_model_of_the_nearest_lead_is_used(world, tmp_path):
-    ctx, _, truth, model = world
+def test_the_model_of_the_nearest_lead_is_used(world):
+    ctx, _, _, _, truth, model = world
     method = DiffDA.for_tests(leads_hours=(6, 12), train_steps=2)
-    method.prepare(dataclasses.replace(ctx, cache_dir=tmp_path))
-    assert method.denoiser(6) is not method.denoiser(12)
-    assert method.denoiser(48) is method.denoiser(12)
-    assert method.denoiser(9) is method.denoiser(6)  # a tie goes to the shorter lead
-    method.analyse(background_at(model, truth, 20, lead_hours=12),
-                   grid_observations(ctx.spec, truth[22], [7]))
-    assert method.diagnostics()["model_lead_hours"] == 12
+    analyser = method.load(method.fit(ctx), ctx.spec, "cpu")
+    assert analyser.denoiser(6) is not analyser.denoiser(12)
+    assert analyser.denoiser(48) is analyser.denoiser(12)
+    assert analyser.denoiser(9) is analyser.denoiser(6)  # a tie goes to the shorter lead
+    analysis = analyser.analyse(background_at(model, truth, 20, lead_hours=12),
+                                grid_observations(ctx.spec, truth[22], [7]))
+    assert analysis.diagnostics["model_lead_hours"] == 12
 
 
-def test_set_denoisers_installs_given_networks(world):
-    """Denoisers handed over with set_denoisers (trained elsewhere) give the analysis prepare()
+def test_state_from_installs_given_networks(world):
+    """Denoisers handed over with state_from (trained elsewhere) give the analysis fit's state
     gives; a mismatch of leads or grid is refused with the values named."""
-    ctx, method, truth, model = world
+    ctx, method, _, analyser, truth, model = world
     spec = ctx.spec
-    twin = dataclasses.replace(method)
-    twin.set_denoisers({lead: method._models[lead] for lead in method.leads_hours},
-                       spec.lat, spec.lon)
+    twin = method.load(method.state_from(analyser.models), spec, "cpu")
     bg, obs = background_at(model, truth, 30), grid_observations(spec, truth[31], [3, 40])
-    assert torch.equal(twin.analyse(bg, obs), method.analyse(bg, obs))
-    first = method._models[method.leads_hours[0]]
+    assert torch.equal(twin.analyse(bg, obs).x_a, analyser.analyse(bg, obs).x_a)
+    first = analyser.models[method.leads_hours[0]]
     with pytest.raises(ValueError, match=r"leads \[7\] h"):
-        twin.set_denoisers({7: first}, spec.lat, spec.lon)
+        method.state_from({7: first})
+    with pytest.raises(ValueError, match=r"scale must have shape \(3,\)"):
+        method.state_from({6: (first[0], first[1][:2])})
+    other = small_spec(nlat=4, nlon=16)
     with pytest.raises(ValueError, match="4×16 grid"):
-        twin.set_denoisers({lead: first for lead in method.leads_hours}, spec.lat[:4], spec.lon)
+        method.load(world.state, other, "cpu")
+    with pytest.raises(ValueError, match=r"leads \[6\] h"):
+        DiffDA.for_tests(leads_hours=(6, 12)).load(world.state, spec, "cpu")
+
+
+def test_untrained_state_analyses_at_an_odd_grid():
+    """load(untrained(spec, seed)) on a 9 × 16 equiangular grid (poles included): a working
+    analyser with random denoisers of the configured size, seeded; the hooks answer too."""
+    spec, bg, obs = odd_grid_case()
+    method = DiffDA.for_tests()
+    state, analyser, analysis = check_untrained(method, spec, bg, obs, seed=1)
+    assert analysis.diagnostics["evaluations"] == 15
+    for key, value in method.untrained(spec, seed=1)["models"][0]["state"].items():  # seeded
+        torch.testing.assert_close(state["models"][0]["state"][key], value, rtol=0, atol=0)
+    kernel = analyser.dominant_kernel(bg, obs)
+    assert kernel.unit == "FLOP" and kernel.fn().shape == (1, *spec.shape)
 
 
 # --------------------------------------------------------------------------------- soft mask
@@ -232,6 +280,88 @@ def test_spread_increments_interpolate_the_observations():
     k6 = math.exp(-(1 + (2 * cos) ** 2) / (2 * 1.5**2))
     assert values[0, 8, 4] == pytest.approx((2.0 * float(k4) - k6) / (float(k4) + k6), rel=1e-5)
     assert values[0, 0, 20] == 0.0 and mask[0, 0, 20] == 0.0  # beyond the cutoff
+
+
+def dense_mask_reference(obs: Observations, d: np.ndarray, lat, lon, sigma: float,
+                         cutoff: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mask and spread increments of mask.py's docstring on *all* (observation, grid point)
+    pairs, written out densely in numpy float64 (the formulas of the code before the shared
+    neighbour search): d² in grid spacings, w = exp(−d²/(2σ²)) for d < cutoff·σ; m = max w,
+    v = Σ w d / Σ w; observed grid points keep the mean of their observations, m = 1."""
+    c, h, w = obs.grid_shape
+    lat, lon = np.asarray(lat, dtype=np.float64), np.asarray(lon, dtype=np.float64)
+    dlat, dlon = float(np.abs(np.diff(lat)).mean()), 360.0 / w
+    glat, glon = np.repeat(lat, w)[None, :], np.tile(lon, h)[None, :]
+    olat, olon = np.asarray(obs.lat)[:, None], np.asarray(obs.lon)[:, None]
+    dlam = np.mod(glon - olon + 180.0, 360.0) - 180.0
+    cos_mid = np.cos(np.deg2rad(0.5 * (glat + olat)))
+    d2 = ((glat - olat) / dlat) ** 2 + (cos_mid * dlam / dlon) ** 2
+    kernel = np.where(d2 < (cutoff * sigma) ** 2, np.exp(-0.5 * d2 / sigma**2), 0.0)
+    mask, total, weighted = np.zeros((c, h * w)), np.zeros((c, h * w)), np.zeros((c, h * w))
+    count, on_grid = np.zeros((c, h * w)), np.zeros((c, h * w))
+    nearest = obs.flat_index.gather(1, obs.weights.argmax(dim=1, keepdim=True))[:, 0].numpy()
+    for n, k in enumerate(obs.channel.numpy()):
+        mask[k] = np.maximum(mask[k], kernel[n])
+        total[k] += kernel[n]
+        weighted[k] += kernel[n] * d[n]
+        count[k, nearest[n]] += 1
+        on_grid[k, nearest[n]] += d[n]
+    values = np.where(total > 0, weighted / np.where(total > 0, total, 1.0), 0.0)
+    observed = count > 0
+    values = np.where(observed, on_grid / np.maximum(count, 1), values)
+    mask = np.where(observed, 1.0, mask)
+    return mask.reshape(c, h, w), values.reshape(c, h, w)
+
+
+def scattered_observations(spec: StateSpec, n: int, seed: int) -> Observations:
+    """Observations at random positions, many near the poles and the 0°/360° meridian, on their
+    nearest grid point (some share one), each of one channel."""
+    rng = np.random.default_rng(seed)
+    c, h, w = spec.shape
+    lat = np.concatenate([rng.uniform(-90, 90, n - n // 2),
+                          rng.choice([-1, 1], n // 2) * rng.uniform(80, 90, n // 2)])
+    lon = np.concatenate([rng.uniform(0, 360, n - n // 2),
+                          np.mod(rng.uniform(-8, 8, n // 2), 360.0)])
+    i = np.abs(spec.lat[None, :] - lat[:, None]).argmin(axis=1)
+    j = np.abs(np.mod(spec.lon[None, :] - lon[:, None] + 180, 360) - 180).argmin(axis=1)
+    return Observations(values=torch.zeros(n, dtype=torch.float64),
+                        error_std=torch.zeros(n, dtype=torch.float64),
+                        channel=torch.as_tensor(rng.integers(0, c, n)),
+                        flat_index=torch.as_tensor(i * w + j)[:, None],
+                        weights=torch.ones(n, 1, dtype=torch.float64), lat=lat, lon=lon,
+                        grid_shape=spec.shape)
+
+
+@pytest.mark.parametrize("nlat, nlon, grid, sigma, cutoff", [
+    (19, 36, "equiangular", 1.5, 3.0), (16, 32, "legendre-gauss", 3.0, 3.0),
+    (9, 16, "equiangular", 3.0, 3.0), (25, 30, "equiangular", 2.0, 2.5)])
+def test_mask_on_the_neighbour_search_equals_the_dense_formulas(monkeypatch, nlat, nlon, grid,
+                                                                 sigma, cutoff):
+    """The mask and spread increments found through the shared neighbour search (in small
+    chunks) equal the kernel on all pairs to float64 round-off, near the poles and across the
+    0°/360° meridian too; and, after the cast to float32, the same numbers."""
+    if grid == "equiangular":
+        lat = np.linspace(90.0, -90.0, nlat)
+    else:
+        lat = np.degrees(np.arcsin(-np.polynomial.legendre.leggauss(nlat)[0]))
+    spec = StateSpec.create(["t850", "z500", "u850"], lat, np.arange(nlon) * 360.0 / nlon, grid)
+    obs = scattered_observations(spec, 60, seed=nlat)
+    d = np.random.default_rng(1).normal(size=len(obs))
+    mask_ref, values_ref = dense_mask_reference(obs, d, spec.lat, spec.lon, sigma, cutoff)
+    monkeypatch.setattr(neighbours, "MAX_PAIRS", 40)  # many chunks
+    mask, values = soft_mask_and_values64(obs, torch.as_tensor(d), spec.lat, spec.lon, sigma,
+                                          cutoff)
+    assert (mask_ref > 0).any() and ((mask_ref > 0) & (mask_ref < 1)).any()
+    if sigma == 1.5:
+        assert (mask_ref == 0).any()  # the cutoff matters: not everything is covered
+    np.testing.assert_allclose(mask.numpy(), mask_ref, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(values.numpy(), values_ref, rtol=0,
+                               atol=1e-12 * np.abs(values_ref).max())
+    mask32, values32 = soft_mask_and_values(obs, torch.as_tensor(d), spec.lat, spec.lon, sigma,
+                                            cutoff)
+    np.testing.assert_allclose(mask32.numpy(), mask_ref.astype(np.float32), rtol=1e-6, atol=0)
+    np.testing.assert_allclose(values32.numpy(), values_ref.astype(np.float32), rtol=1e-6,
+                               atol=1e-7 * np.abs(values_ref).max())
 
 
 # --------------------------------------------------------------------------------- pieces

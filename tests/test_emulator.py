@@ -7,9 +7,10 @@ import torch
 from forecast_fixtures import advected_trajectory, small_spec
 
 from bench import metrics
-from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet, sphere_pad
+from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet
 from bench.forecast.emulator_train import train_emulator
 from bench.forecast.persistence import Persistence
+from methods.common.sphere import sphere_pad
 
 # the 8 × 16 test trajectories are not band-limited to T7 (the grid's truncation), so the
 # small emulator learns them without the increment truncation; its own tests are below
@@ -103,7 +104,8 @@ def test_truncation_keeps_resolved_fields_and_removes_the_rest():
     Nyquist wave (2Δλ), which no harmonic with l < lmax = nlat carries."""
     import torch_harmonics as th
 
-    from bench.forecast.spectral_filter import TriangularTruncation, truncation
+    from bench.state import truncation
+    from methods.common.spectral import TriangularTruncation
 
     nlat, nlon = 16, 32
     p = TriangularTruncation("legendre-gauss", nlat, nlon)

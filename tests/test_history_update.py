@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from bench.config import CycleSettings, RunConfig
+from bench.config import ConfigError, CycleSettings
 from bench.cycle import updated_history
 
 
@@ -37,6 +37,18 @@ def test_a_zero_increment_leaves_the_history_alone_under_both_policies():
 
 
 def test_an_unknown_policy_is_refused_with_the_choices():
-    cfg = RunConfig(methods=("none",), cycle=CycleSettings(history_update="shift"))
-    with pytest.raises(ValueError, match="'shift' must be one of increment, replace"):
-        cfg.validate()
+    with pytest.raises(ConfigError, match="history_update = 'shift'.*one of increment, replace"):
+        CycleSettings(history_update="shift")
+    with pytest.raises(ConfigError, match="cycle.history_update = 'shift'"):
+        updated_history(*_frames()[:1], _frames()[0][-1], _frames()[1], "shift")
+
+
+def test_every_member_gets_its_own_increment():
+    """An ensemble's frames (N, history, C, H, W) each take their member's increment."""
+    g = torch.Generator().manual_seed(1)
+    frames = torch.randn(3, 2, 2, 4, 8, generator=g)
+    x_a = frames[:, -1] + torch.randn(3, 2, 4, 8, generator=g)
+    new = updated_history(frames, frames[:, -1], x_a, "increment")
+    for i in range(3):
+        torch.testing.assert_close(new[i], updated_history(frames[i], frames[i, -1], x_a[i],
+                                                           "increment"))

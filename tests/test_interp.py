@@ -1,19 +1,21 @@
 """Interpolation (successive correction): closed forms for one and two observations, geometry on
-the sphere, skill on a smooth field, convergence over passes, configuration."""
+the sphere, skill on a smooth field, convergence over passes, configuration; the kernel sums on
+the shared neighbour search against a dense reference of the whole analysis."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from method_fixtures import R_EARTH_KM, check_untrained, great_circle_km, odd_grid_case
 
+from bench.experiments.synthetic import synthetic_spec
 from bench.state import StateSpec
 from methods import METHODS
-from methods import interp as interp_module
-from methods.base import Background, Observations, TrainingContext
-from methods.interp import Interpolation
+from methods.base import Background, Observations
+from methods.common import neighbours
+from methods.interp import Interpolation, InterpolationAnalyser
 
-R_EARTH_KM = 6371.0
 SPEC = StateSpec.create(
     ["t850", "z500", "u850"], lat=np.linspace(84.375, -84.375, 16), lon=np.arange(32) * 11.25,
     grid="legendre-gauss")
@@ -21,18 +23,9 @@ C, H, W = SPEC.shape
 
 
 # --------------------------------------------------------------------------------- helpers
-def context(spec: StateSpec = SPEC) -> TrainingContext:
-    def unused(*args, **kwargs):
-        raise AssertionError("Interpolation must not need training data")
-
-    return TrainingContext(spec=spec, model=None, train_truth=unused, samples=unused,
-                           device=torch.device("cpu"), cache_dir=None)
-
-
-def prepared(**config) -> Interpolation:
-    method = Interpolation(**config)
-    method.prepare(context())
-    return method
+def loaded(**config) -> InterpolationAnalyser:
+    """The analyser of Interpolation(**config) on SPEC's grid (nothing to fit)."""
+    return Interpolation(**config).load({}, SPEC, "cpu")
 
 
 def background(x_b: torch.Tensor) -> Background:
@@ -52,16 +45,6 @@ def grid_obs(points, dtype=torch.float32) -> Observations:
         flat_index=torch.as_tensor(i * W + j, dtype=torch.long).reshape(n, 1),
         weights=torch.ones(n, 1, dtype=dtype),
         lat=SPEC.lat[i], lon=SPEC.lon[j], grid_shape=(C, H, W))
-
-
-def great_circle_km(lat1, lon1, lat2, lon2):
-    """Distance through unit vectors and atan2 — a different formula from the code's haversine."""
-    def unit(lat, lon):
-        lat, lon = np.deg2rad(lat), np.deg2rad(lon)
-        return np.stack(np.broadcast_arrays(np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
-                                            np.sin(lat)), axis=-1)
-    p, q = unit(lat1, lon1), unit(lat2, lon2)
-    return R_EARTH_KM * np.arctan2(np.linalg.norm(np.cross(p, q), axis=-1), (p * q).sum(-1))
 
 
 def distances_to_grid(lat, lon):
@@ -103,7 +86,7 @@ def test_registered():
 
 def test_no_observations_returns_background_exactly():
     x_b = torch.randn(C, H, W, generator=torch.Generator().manual_seed(0))
-    x_a = prepared().analyse(background(x_b), grid_obs([]))
+    x_a = loaded().analyse(background(x_b), grid_obs([])).x_a
     assert torch.equal(x_a, x_b)
     assert x_a is not x_b
 
@@ -112,7 +95,7 @@ def test_observation_equal_to_background_changes_nothing():
     x_b = torch.randn(C, H, W, generator=torch.Generator().manual_seed(1))
     obs = grid_obs([(0, 4, 7, float(x_b[0, 4, 7])), (2, 9, 20, float(x_b[2, 9, 20]))])
     for normalisation in ("grid", "observations"):
-        x_a = prepared(normalisation=normalisation).analyse(background(x_b), obs)
+        x_a = loaded(normalisation=normalisation).analyse(background(x_b), obs).x_a
         assert torch.equal(x_a, x_b)
 
 
@@ -122,8 +105,8 @@ def test_single_observation_bratseth_closed_form(position):
     i, j = position
     length, d = 1500.0, 2.0
     x_b = torch.zeros(C, H, W, dtype=torch.float64)
-    method = prepared(length_scale_km=length, passes=1, normalisation="observations")
-    x_a = method.analyse(background(x_b), grid_obs([(1, i, j, d)], dtype=torch.float64))
+    method = loaded(length_scale_km=length, passes=1, normalisation="observations")
+    x_a = method.analyse(background(x_b), grid_obs([(1, i, j, d)], dtype=torch.float64)).x_a
     expected = d * gaussian(distances_to_grid(SPEC.lat[i], SPEC.lon[j]), length)
     np.testing.assert_allclose(x_a[1].numpy(), expected, rtol=1e-10, atol=1e-12)
     assert float(x_a[1, i, j]) == pytest.approx(d, rel=1e-12)  # the observed point gets d
@@ -135,8 +118,8 @@ def test_single_observation_decay_ratio_at_grid_points():
     """The ratio of increments between two points is the ratio of the kernels at their
     great-circle distances (float32 state, the harness's dtype)."""
     i, j, length = 6, 10, 2000.0
-    method = prepared(length_scale_km=length, passes=1, normalisation="observations")
-    x_a = method.analyse(background(torch.zeros(C, H, W)), grid_obs([(0, i, j, 1.0)]))
+    method = loaded(length_scale_km=length, passes=1, normalisation="observations")
+    x_a = method.analyse(background(torch.zeros(C, H, W)), grid_obs([(0, i, j, 1.0)])).x_a
     for (a, b) in [((i, j + 1), (i + 1, j)), ((i - 2, j), (i, j + 3))]:
         ra = great_circle_km(SPEC.lat[a[0]], SPEC.lon[a[1]], SPEC.lat[i], SPEC.lon[j])
         rb = great_circle_km(SPEC.lat[b[0]], SPEC.lon[b[1]], SPEC.lat[i], SPEC.lon[j])
@@ -148,10 +131,10 @@ def test_single_observation_successive_passes_closed_form():
     """With ε² > 0 the pass-p innovation at the observation is d (ε²/(1+ε²))^p, so
     Δx_g = Σ_p w_p(r_g) d (ε²/(1+ε²))^p / (1+ε²), with L_p = L · shrink^p."""
     i, j, d, length, shrink, eps2, passes = 7, 12, -1.5, 2500.0, 0.6, 0.5, 4
-    method = prepared(length_scale_km=length, passes=passes, pass_shrink=shrink, smoothing=eps2,
+    method = loaded(length_scale_km=length, passes=passes, pass_shrink=shrink, smoothing=eps2,
                       normalisation="observations")
     x_b = torch.full((C, H, W), 0.25, dtype=torch.float64)
-    x_a = method.analyse(background(x_b), grid_obs([(2, i, j, 0.25 + d)], torch.float64))
+    x_a = method.analyse(background(x_b), grid_obs([(2, i, j, 0.25 + d)], torch.float64)).x_a
     r = distances_to_grid(SPEC.lat[i], SPEC.lon[j])
     q = eps2 / (1 + eps2)
     expected = sum(gaussian(r, length * shrink**p) * d * q**p / (1 + eps2) for p in range(passes))
@@ -164,9 +147,9 @@ def test_single_observation_successive_passes_closed_form():
 def test_single_observation_grid_normalisation_closed_form(eps2):
     """"grid" normalisation: Δx_g = w d / (w + ε²); with ε² = 0 the full d inside the cutoff."""
     i, j, d, length = 3, 25, 0.8, 1200.0
-    method = prepared(length_scale_km=length, passes=1, smoothing=eps2, normalisation="grid")
+    method = loaded(length_scale_km=length, passes=1, smoothing=eps2, normalisation="grid")
     x_a = method.analyse(background(torch.zeros(C, H, W, dtype=torch.float64)),
-                         grid_obs([(0, i, j, d)], torch.float64))
+                         grid_obs([(0, i, j, d)], torch.float64)).x_a
     w = gaussian(distances_to_grid(SPEC.lat[i], SPEC.lon[j]), length)
     expected = np.where(w > 0, d * w / np.where(w > 0, w + eps2, 1.0), 0.0)
     np.testing.assert_allclose(x_a[0].numpy(), expected, rtol=1e-10, atol=1e-12)
@@ -183,11 +166,11 @@ def test_distant_observations_act_independently(normalisation):
     a, b = (2, 4, 1.0), (12, 22, -2.0)
     assert great_circle_km(SPEC.lat[a[0]], SPEC.lon[a[1]], SPEC.lat[b[0]], SPEC.lon[b[1]]) > \
         2 * 3 * length
-    method = prepared(length_scale_km=length, normalisation=normalisation)
+    method = loaded(length_scale_km=length, normalisation=normalisation)
     x_b = torch.zeros(C, H, W, dtype=torch.float64)
 
     def increment(points):
-        return method.analyse(background(x_b), grid_obs(points, torch.float64)) - x_b
+        return method.analyse(background(x_b), grid_obs(points, torch.float64)).x_a - x_b
 
     both = increment([(0, *a), (0, *b)])
     np.testing.assert_allclose(both.numpy(), (increment([(0, *a)]) + increment([(0, *b)])).numpy(),
@@ -201,7 +184,7 @@ def test_duplicate_observations_average(normalisation):
     """Two observations at one point: one pass moves the point to their mean (both schemes)."""
     x_b = torch.zeros(C, H, W, dtype=torch.float64)
     obs = grid_obs([(1, 8, 8, 1.0), (1, 8, 8, 3.0)], torch.float64)
-    x_a = prepared(passes=1, normalisation=normalisation).analyse(background(x_b), obs)
+    x_a = loaded(passes=1, normalisation=normalisation).analyse(background(x_b), obs).x_a
     assert float(x_a[1, 8, 8]) == pytest.approx(2.0, rel=1e-12)
 
 
@@ -216,11 +199,11 @@ def test_channels_are_analysed_from_their_own_observations(normalisation):
     points = [(c, i, j, float(rng.normal())) for c in (0, 1) for i, j in shared]
     points += [(2, int(i), int(j), float(rng.normal()))
                for i, j in zip(rng.integers(H, size=20), rng.integers(W, size=20), strict=True)]
-    method = prepared(length_scale_km=1500.0, normalisation=normalisation)
-    together = method.analyse(background(x_b), grid_obs(points, torch.float64))
+    method = loaded(length_scale_km=1500.0, normalisation=normalisation)
+    together = method.analyse(background(x_b), grid_obs(points, torch.float64)).x_a
     for c in range(C):
         alone = method.analyse(background(x_b),
-                               grid_obs([p for p in points if p[0] == c], torch.float64))
+                               grid_obs([p for p in points if p[0] == c], torch.float64)).x_a
         torch.testing.assert_close(together[c], alone[c], rtol=0, atol=1e-12)
         assert not torch.equal(together[c], x_b[c])
 
@@ -229,9 +212,9 @@ def test_distance_is_great_circle_across_the_pole():
     """An observation at 84.375° N, lon 0 reaches lon 180 at the same latitude: 11.25° over the
     pole (1251 km), not 180° of longitude."""
     length, d = 1000.0, 1.0
-    method = prepared(length_scale_km=length, passes=1, normalisation="observations")
+    method = loaded(length_scale_km=length, passes=1, normalisation="observations")
     x_a = method.analyse(background(torch.zeros(C, H, W, dtype=torch.float64)),
-                         grid_obs([(0, 0, 0, d)], torch.float64))
+                         grid_obs([(0, 0, 0, d)], torch.float64)).x_a
     r = great_circle_km(SPEC.lat[0], 0.0, SPEC.lat[0], 180.0)
     assert r == pytest.approx(2 * (90 - 84.375) * np.pi / 180 * R_EARTH_KM)
     assert float(x_a[0, 0, 16]) == pytest.approx(d * np.exp(-0.5 * (r / length) ** 2), rel=1e-10)
@@ -249,8 +232,8 @@ def test_longitude_wraps():
         channel=torch.tensor([0]), flat_index=torch.tensor([[i * W + 31, i * W + 0]]),
         weights=torch.tensor([[0.5, 0.5]], dtype=torch.float64),
         lat=np.array([SPEC.lat[i]]), lon=np.array([354.375]), grid_shape=(C, H, W))
-    method = prepared(length_scale_km=length, passes=1, normalisation="observations")
-    x_a = method.analyse(background(torch.zeros(C, H, W, dtype=torch.float64)), obs)[0]
+    method = loaded(length_scale_km=length, passes=1, normalisation="observations")
+    x_a = method.analyse(background(torch.zeros(C, H, W, dtype=torch.float64)), obs).x_a[0]
     assert float(x_a[i, 0]) > 0.9 * y
     assert float(x_a[i, 0]) == pytest.approx(float(x_a[i, 31]), rel=1e-12)
     assert float(x_a[i, 1]) == pytest.approx(float(x_a[i, 30]), rel=1e-12)
@@ -262,7 +245,7 @@ def test_dense_observations_recover_a_smooth_field():
     """Noise-free observations at half the grid points of a smooth truth: the analysis error is
     a small fraction of the background error, and lower at unobserved points too."""
     truth, x_b, obs = dense_setup()
-    x_a = prepared(length_scale_km=1500.0).analyse(background(x_b), obs)
+    x_a = loaded(length_scale_km=1500.0).analyse(background(x_b), obs).x_a
     background_error, analysis_error = weighted_rmse(x_b, truth), weighted_rmse(x_a, truth)
     assert background_error > 0.5
     assert analysis_error < 0.02 * background_error  # measured: 0.0019
@@ -277,11 +260,13 @@ def test_more_passes_reduce_the_misfit(normalisation, shrink):
     truth, x_b, obs = dense_setup()
     misfits = []
     for passes in (1, 2, 3, 4):
-        method = prepared(length_scale_km=1500.0, passes=passes, pass_shrink=shrink,
+        method = loaded(length_scale_km=1500.0, passes=passes, pass_shrink=shrink,
                           normalisation=normalisation)
-        x_a = method.analyse(background(x_b), obs)
+        analysis = method.analyse(background(x_b), obs)
+        x_a = analysis.x_a
         misfits.append(float((obs.values - obs.operator(x_a)).square().mean().sqrt()))
-        diagnostics = method.diagnostics()
+        diagnostics = analysis.diagnostics
+        assert diagnostics["evaluations"] == diagnostics["iterations"] == passes
         assert diagnostics["rms_residual"] == pytest.approx(misfits[-1])
         assert diagnostics["rms_innovation"] == pytest.approx(
             float((obs.values - obs.operator(x_b)).square().mean().sqrt()))
@@ -289,28 +274,29 @@ def test_more_passes_reduce_the_misfit(normalisation, shrink):
     assert misfits[-1] < 0.5 * misfits[0]
 
 
-def test_blocked_kernel_matches_one_block(monkeypatch):
-    """Small kernel blocks (many per channel) bound the block size and give the same analysis."""
+def test_chunked_neighbour_search_matches_one_chunk(monkeypatch):
+    """Small chunks of neighbour pairs (many per kernel sum) bound the chunk size and give
+    the same analysis."""
     _, x_b, obs = dense_setup()
     budget = 600
     sizes = []
 
-    def recording(*args):
-        r = great_circle(*args)
-        sizes.append(r.numel())
-        return r
+    def recording(*args, **kwargs):
+        for pairs in pairs_within(*args, **kwargs):
+            sizes.append(len(pairs))
+            yield pairs
 
-    great_circle = interp_module._great_circle_km
+    pairs_within = neighbours.pairs_within
     for normalisation in ("grid", "observations"):
-        method = prepared(length_scale_km=1500.0, normalisation=normalisation)
-        whole = method.analyse(background(x_b), obs)
+        method = loaded(length_scale_km=1500.0, normalisation=normalisation)
+        whole = method.analyse(background(x_b), obs).x_a
         with monkeypatch.context() as patch:
-            patch.setattr(interp_module, "_KERNEL_BUDGET", budget)
-            patch.setattr(interp_module, "_great_circle_km", recording)
-            blocked = method.analyse(background(x_b), obs)
+            patch.setattr(neighbours, "MAX_PAIRS", budget)
+            patch.setattr(neighbours, "pairs_within", recording)
+            blocked = method.analyse(background(x_b), obs).x_a
         torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-12)
     assert max(sizes) <= budget
-    assert len(sizes) > 4 * 9  # 9 kernel evaluations (3 passes; 1 + 2 kernels), ≥ 4 blocks each
+    assert len(sizes) > 4 * 9  # 9 kernel sums (3 passes; 1 + 2 sums), ≥ 4 chunks each
 
 
 def test_dtype_device_and_determinism():
@@ -318,37 +304,127 @@ def test_dtype_device_and_determinism():
     rng = np.random.default_rng(3)
     points = [(int(rng.integers(C)), int(rng.integers(H)), int(rng.integers(W)),
                float(rng.normal())) for _ in range(40)]
-    method = prepared()
-    first = method.analyse(background(x_b), grid_obs(points))
-    second = method.analyse(background(x_b), grid_obs(points))
+    method = loaded()
+    first = method.analyse(background(x_b), grid_obs(points)).x_a
+    second = method.analyse(background(x_b), grid_obs(points)).x_a
     assert first.dtype == x_b.dtype and first.device == x_b.device and first.shape == x_b.shape
     assert torch.equal(first, second)
     assert not torch.equal(first, x_b)
 
 
-def test_config_round_trip_and_prepared_state_stays_out_of_it():
+def test_config_round_trip_and_nothing_is_learnt():
+    """Interp learns nothing: the default fit (not cached), an empty untrained state; load
+    leaves the method as it was."""
     method = Interpolation(length_scale_km=800.0, passes=2, pass_shrink=0.7, cutoff_scales=2.5,
                            smoothing=0.1, normalisation="observations", seed=4)
     assert Interpolation(**method.config()) == method
     config = method.config()
-    method.prepare(context())
-    assert method.config() == config
+    assert not method.learns and method.untrained(SPEC, 0) == {}
+    analyser = method.load({}, SPEC, "cpu")
+    assert analyser.method is method and method.config() == config
     assert Interpolation(**config) == method
-    assert set(config) == {f.name for f in dataclasses.fields(Interpolation)}
-
-
-def test_analyse_before_prepare_raises():
-    with pytest.raises(RuntimeError, match=r"call prepare\(ctx\)"):
-        Interpolation().analyse(background(torch.zeros(C, H, W)), grid_obs([(0, 1, 1, 1.0)]))
+    assert set(vars(method)) == set(config) == {f.name for f in dataclasses.fields(Interpolation)}
 
 
 def test_grid_mismatch_raises():
     other = StateSpec.create(["t850"], lat=np.linspace(80, -80, 8), lon=np.arange(16) * 22.5,
                              grid="equiangular")
-    method = Interpolation()
-    method.prepare(context(other))
+    analyser = Interpolation().load({}, other, "cpu")
     with pytest.raises(ValueError, match=r"8 × 16 grid"):
-        method.analyse(background(torch.zeros(C, H, W)), grid_obs([(0, 1, 1, 1.0)]))
+        analyser.analyse(background(torch.zeros(C, H, W)), grid_obs([(0, 1, 1, 1.0)]))
+
+
+def test_loads_and_analyses_at_an_odd_grid_and_answers_the_cost_hooks():
+    """load(untrained(spec, seed)) on a 9 × 16 equiangular grid (poles included) analyses;
+    memory_estimate and dominant_kernel answer (bytes: the sums are sparse)."""
+    spec, bg, obs = odd_grid_case()
+    method = Interpolation(length_scale_km=2000.0)
+    _, analyser, analysis = check_untrained(method, spec, bg, obs)
+    assert analysis.diagnostics["rms_residual"] < analysis.diagnostics["rms_innovation"]
+    assert method.memory_estimate(spec, n_obs=len(obs)).analysis >= neighbours.chunk_bytes()
+    kernel = analyser.dominant_kernel(bg, obs)
+    assert kernel.unit == "B" and kernel.work > 1
+    assert kernel.fn()[0].shape == (9 * 16, 3)
+
+
+# --------------------------------------------------------------------------------- dense reference
+def dense_reference(method: Interpolation, spec: StateSpec, x_b: torch.Tensor,
+                    obs: Observations) -> np.ndarray:
+    """The whole successive-correction analysis with every (observation, grid point) and
+    (observation, observation) kernel entry evaluated densely, channel by channel, in numpy
+    float64 with this file's great-circle formula (unit vectors and atan2): the algorithm of
+    the module docstring without any neighbour search."""
+    c, h, w = spec.shape
+    glat, glon = np.repeat(spec.lat, w), np.tile(spec.lon, h)
+    x = x_b.double().clone()
+    channel = obs.channel.numpy()
+    for p in range(method.passes):
+        length = method.length_scale_km * method.pass_shrink**p
+        d = (obs.values.double() - obs.operator(x)).numpy()
+        increment = np.zeros((c, h * w))
+        for k in np.unique(channel):
+            idx = channel == k
+            lat, lon = obs.lat[idx], obs.lon[idx]
+            w_go = gaussian(great_circle_km(glat[:, None], glon[:, None], lat[None], lon[None]),
+                            length, method.cutoff_scales)
+            if method.normalisation == "observations":
+                w_oo = gaussian(great_circle_km(lat[:, None], lon[:, None], lat[None], lon[None]),
+                                length, method.cutoff_scales)
+                increment[k] = w_go @ (d[idx] / (w_oo.sum(axis=1) + method.smoothing))
+            else:
+                den = w_go.sum(axis=1) + method.smoothing
+                increment[k] = np.where(den > 0, (w_go @ d[idx]) / np.where(den > 0, den, 1), 0)
+        x = x + torch.as_tensor(increment.reshape(c, h, w))
+    return x.numpy()
+
+
+def polar_and_meridian_observations(spec: StateSpec, seed: int) -> Observations:
+    """A "columns" group (every channel at 12 points) and 40 single-channel observations;
+    half the points within 6° of a pole or of the 0°/360° meridian, one on the north pole.
+    H reads each one's nearest grid point (its position is off the grid)."""
+    rng = np.random.default_rng(seed)
+    c, h, w = spec.shape
+
+    def points(n):
+        lat = np.concatenate([rng.uniform(-90, 90, n - n // 2),
+                              rng.choice([-1, 1], n // 2) * rng.uniform(84, 90, n // 2)])
+        lon = np.concatenate([rng.uniform(0, 360, n - n // 2),
+                              np.mod(rng.uniform(-6, 6, n // 2), 360.0)])
+        return lat, lon
+    col_lat, col_lon = points(12)
+    col_lat[0] = 90.0
+    one_lat, one_lon = points(40)
+    lat = np.concatenate([np.tile(col_lat, c), one_lat])
+    lon = np.concatenate([np.tile(col_lon, c), one_lon])
+    channel = np.concatenate([np.repeat(np.arange(c), 12), rng.integers(0, c, 40)])
+    i = np.abs(spec.lat[None, :] - lat[:, None]).argmin(axis=1)
+    j = np.abs(np.mod(spec.lon[None, :] - lon[:, None] + 180, 360) - 180).argmin(axis=1)
+    n = lat.size
+    return Observations(values=torch.as_tensor(rng.normal(size=n)),
+                        error_std=torch.zeros(n, dtype=torch.float64),
+                        channel=torch.as_tensor(channel),
+                        flat_index=torch.as_tensor(i * w + j)[:, None],
+                        weights=torch.ones(n, 1, dtype=torch.float64), lat=lat, lon=lon,
+                        grid_shape=spec.shape)
+
+
+@pytest.mark.parametrize("normalisation, smoothing", [("observations", 0.0), ("grid", 0.0),
+                                                      ("grid", 0.2), ("observations", 0.3)])
+@pytest.mark.parametrize("nlat, nlon", [(19, 36), (16, 30)])
+def test_analysis_equals_the_dense_reference(monkeypatch, normalisation, smoothing, nlat, nlon):
+    """The analysis through the shared neighbour search (in many small chunks) equals the
+    dense computation to float64 round-off, near the poles and across 0°/360° too."""
+    spec = synthetic_spec(nlat, nlon, 3)  # odd nlat: equiangular with poles; even: Gaussian
+    obs = polar_and_meridian_observations(spec, seed=nlat)
+    x_b = torch.as_tensor(np.random.default_rng(0).normal(size=spec.shape))
+    method = Interpolation(length_scale_km=900.0, passes=3, pass_shrink=0.6, smoothing=smoothing,
+                           normalisation=normalisation)
+    reference = dense_reference(method, spec, x_b, obs)
+    monkeypatch.setattr(neighbours, "MAX_PAIRS", 50)
+    x_a = method.load({}, spec, "cpu").analyse(background(x_b), obs).x_a
+    increment = np.abs(reference - x_b.numpy()).max()
+    assert increment > 0.1
+    np.testing.assert_allclose(x_a.numpy(), reference, rtol=0, atol=1e-12 * increment)
 
 
 @pytest.mark.parametrize("bad", [

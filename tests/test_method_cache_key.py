@@ -1,4 +1,4 @@
-"""What a method's cache key covers: what prepare() learns from, not how analyse() uses it."""
+"""What a method's cache key covers: what fit() learns from, not how the analysis uses it."""
 
 import dataclasses
 

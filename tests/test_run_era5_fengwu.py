@@ -1,17 +1,16 @@
 """The real-data path end to end: `python -m bench run --world era5-wb2 --model fengwu …` on a
 tiny WeatherBench2-schema store and a tiny ONNX graph with FengWu's contract, both written here."""
 
-import re
 import tomllib
 
 import numpy as np
 import pytest
 import xarray as xr
 from tiny_onnx import export_tiny
-from wb2_store import LATS, LONS, write_store
+from wb2_store import LATS, LONS, tiny_era5_cards, write_store
 
 from bench.cli import main
-from bench.worlds import cards_dir, load_world
+from bench.worlds import load_world
 
 
 @pytest.fixture
@@ -19,18 +18,9 @@ def era5_fengwu(tmp_path, monkeypatch, isolated_cache):
     store = tmp_path / "era5.zarr"
     write_store(store, n_times=44, start="2018-01-01T00:00")
     # the shipped card with periods that fit the tiny store: train 16 frames, valid 8, test 20
-    text = (cards_dir() / "era5-wb2.toml").read_text()
-    for name, start, end in (("train", "2018-01-01", "2018-01-05"),
-                             ("valid", "2018-01-05", "2018-01-07"),
-                             ("test", "2018-01-07", "2018-01-12")):
-        text, n = re.subn(rf'(\[periods\.{name}\]\nstart = )"[^"]+"\nend = "[^"]+"',
-                          rf'\1"{start}T00:00"\nend = "{end}T00:00"', text)
-        assert n == 1, name
-    text = re.sub(r"time_stride = \d+", "time_stride = 1", text)
-    cards = tmp_path / "cards"
-    cards.mkdir()
-    (cards / "era5-wb2.toml").write_text(text)
-    assert tomllib.loads(text)["periods"]["test"]["end"] == "2018-01-12T00:00"
+    cards = tiny_era5_cards(tmp_path, store)
+    card = tomllib.loads((cards / "era5-wb2.toml").read_text())
+    assert card["periods"]["test"]["end"] == "2018-01-12T00:00"
     monkeypatch.setenv("ASSIMBENCH_DATASETS", str(cards))
     release = tmp_path / "fengwu"
     release.mkdir()

@@ -1,5 +1,6 @@
 """The grid runner: results layout, identical observations, resume, config checks."""
 
+import dataclasses
 import json
 import re
 
@@ -61,8 +62,9 @@ def test_existing_run_needs_resume_and_the_same_config(tmp_path):
     runner.run(CFG, out, progress=False, prepared=prepared())
     with pytest.raises(runner.RunError, match="--resume"):
         runner.run(CFG, out, progress=False, prepared=prepared())
-    other = RunConfig(**{**CFG.__dict__, "obs_noise": 0.0})
-    with pytest.raises(runner.RunError, match=r"obs_noise \(0.01 -> 0.0\)"):
+    other = dataclasses.replace(
+        CFG, observations=dataclasses.replace(CFG.observations, noise_fraction=0.0))
+    with pytest.raises(runner.RunError, match=r"observations.noise_fraction \(0.01 -> 0.0\)"):
         runner.run(other, out, resume=True, progress=False, prepared=prepared(other))
 
 
@@ -76,29 +78,29 @@ def test_unwritable_output_is_refused_before_anything_is_written(tmp_path):
 
 def test_every_method_sees_identical_observations_and_tables_regenerate_identically(
         tmp_path, monkeypatch):
-    import dataclasses as dc
-
     import methods
     from bench.report.tables import write_tables
-    from methods.base import Assimilator
+    from methods.base import Analyser, Analysis, Assimilator
 
     seen = {}
 
-    @dc.dataclass(frozen=True)
-    class SpyA(Assimilator):
+    @dataclasses.dataclass(frozen=True)
+    class SpyA(Assimilator, Analyser):
+        def load(self, state, spec, device):
+            return self
+
         def analyse(self, background, obs):
             seen.setdefault(type(self).__name__, []).append(
                 (background.cycle, obs.values.clone(), obs.flat_index.clone(), obs.channel.clone()))
-            return background.x_b + 0.0 * background.x_b
+            return Analysis(background.x_b + 0.0 * background.x_b)
 
-    @dc.dataclass(frozen=True)
+    @dataclasses.dataclass(frozen=True)
     class SpyB(SpyA):
         pass
 
     monkeypatch.setitem(methods.METHODS, "spy_a", SpyA)
     monkeypatch.setitem(methods.METHODS, "spy_b", SpyB)
-    cfg = RunConfig(**{**CFG.__dict__, "methods": ("spy_a", "spy_b"), "densities": (0.1,),
-                       "seeds": (3,)})
+    cfg = dataclasses.replace(CFG, methods=("spy_a", "spy_b"), densities=(0.1,), seeds=(3,))
     out = tmp_path / "run"
     ds = runner.run(cfg, out, progress=False, prepared=prepared(cfg), command="cmd")
     assert len(seen["SpyA"]) == len(seen["SpyB"]) == cfg.cycle.cycles
@@ -116,11 +118,23 @@ def test_every_method_sees_identical_observations_and_tables_regenerate_identica
 
 
 def test_log_times_each_stage(tmp_path):
-    """log.txt says how long setup's stages, each method's prepare and its cycles took."""
-    cfg = RunConfig(methods=("none",), densities=(0.05,), cycle=CycleSettings(days=1))
+    """log.txt says how long setup's stages, each method's fit and its cycles took."""
+    cfg = RunConfig(methods=("none",), densities=(0.05,),
+                    cycle=CycleSettings(days=1, spinup_cycles=2))
     s = prepared(cfg)
     s.stage_seconds.update({"world": 1.25, "forecast model": 2.5})
     runner.run(cfg, tmp_path / "run", progress=False, prepared=s)
     log = (tmp_path / "run" / "log.txt").read_text()
     assert "setup: world 1.2 s, forecast model 2.5 s" in log
-    assert re.search(r"cell none__0.05__0: ok \(prepare \d+\.\d s, cycles \d+\.\d s\)", log), log
+    assert re.search(r"cell none__0.05__0: ok \(fit \d+\.\d s, cycles \d+\.\d s\)", log), log
+
+
+def test_metrics_dims_are_method_density_seed_first(tmp_path):
+    cfg = dataclasses.replace(CFG, methods=("none", "interp"))
+    ds = runner.run(cfg, tmp_path / "run", progress=False, prepared=prepared(cfg))
+    for name in ("rmse", "spread"):
+        assert ds[name].dims == ("method", "density", "seed", "cycle", "phase", "channel")
+    for name in ("analysis_seconds", "forecast_seconds", "n_obs"):
+        assert ds[name].dims == ("method", "density", "seed", "cycle")
+    assert ds["members"].dims == ("method", "density", "seed")
+    assert list(ds["method"].values) == ["none", "interp"]

@@ -1,4 +1,5 @@
-"""Skill and timing tables against numbers computed here with numpy from the synthetic metrics."""
+"""Skill and timing tables against numbers computed here with numpy from the synthetic metrics.
+(Ensemble spread, forecast time and metrics.nc files from before them: test_tables_ensemble.py.)"""
 
 import math
 import re
@@ -9,10 +10,11 @@ import pytest
 import xarray as xr
 from metrics_fixture import DEVICE, DIVERGED, SPINUP_CYCLES, make_metrics
 
-from bench.report import tables
+from bench.report import formatting, selection, skill, tables, timing
+from bench.scorer import PHASES, select_cell
 
 CELLS = [("3dvar", 0.01), ("3dvar", 0.05), ("vaevar", 0.01), ("vaevar", 0.05), ("none", 0.01),
-         ("none", 0.05)]
+         ("none", 0.05), ("letkf", 0.01), ("letkf", 0.05)]
 PRESENT = ["z500", "t850", "q700", "u850", "t2m", "u10", "msl"]
 
 
@@ -29,14 +31,14 @@ def metrics_nc(ds, tmp_path_factory):
     return path
 
 
-def pooled(ds, method, density, channel, phase, spinup):
-    """All RMSE values of cycles >= spinup, every seed: plain numpy indexing, no xarray."""
+def pooled(ds, method, density, channel, phase, spinup, variable="rmse"):
+    """All values of cycles >= spinup, every seed: plain numpy indexing, no xarray."""
     i = list(ds["method"].values).index(method)
     j = list(ds["density"].values).index(density)
     c = list(ds["channel"].values).index(channel)
     p = list(ds["phase"].values).index(phase)
     keep = ds["cycle"].values >= spinup
-    return ds["rmse"].values[i, j][:, keep][:, :, p, c].ravel()
+    return ds[variable].values[i, j][:, keep][:, :, p, c].ravel()
 
 
 def is_diverged(method, density):
@@ -44,44 +46,43 @@ def is_diverged(method, density):
 
 
 def test_skill_numbers_are_mean_and_std_after_spinup(ds):
-    numbers = tables.skill_numbers(ds)
+    numbers = skill.skill_numbers(ds)
     assert list(zip(numbers["method"], numbers["density"], strict=True)) == CELLS
     for row, (method, density) in zip(numbers.itertuples(), CELLS, strict=True):
         if is_diverged(method, density):
             continue
         for channel in PRESENT:
-            for phase in ("background", "analysis"):
+            for phase in PHASES:
                 values = pooled(ds, method, density, channel, phase, SPINUP_CYCLES)
                 assert values.size == 2 * (12 - SPINUP_CYCLES)
                 assert getattr(row, f"{channel}_{phase}_mean") == pytest.approx(values.mean(),
                                                                                 rel=1e-12)
                 assert getattr(row, f"{channel}_{phase}_std") == pytest.approx(
                     values.std(ddof=1), rel=1e-12)
-        assert row.obs_points == np.median(
-            ds["n_points"].sel({"method": method, "density": density}).values)
+        assert row.obs_points == np.median(select_cell(ds["n_points"], method, density).values)
         assert row.n_values == 16
 
 
 def test_spinup_is_respected_and_can_be_overridden(ds):
-    default = tables.skill_numbers(ds)
-    none_spinup = tables.skill_numbers(ds, spinup_cycles=0)
+    default = skill.skill_numbers(ds)
+    none_spinup = skill.skill_numbers(ds, spinup_cycles=0)
     all_cycles = pooled(ds, "3dvar", 0.01, "z500", "analysis", 0)
     assert none_spinup.loc[0, "z500_analysis_mean"] == pytest.approx(all_cycles.mean())
     # Errors decay over the spin-up in the fixture, so leaving it in must raise the mean.
     assert none_spinup.loc[0, "z500_analysis_mean"] > default.loc[0, "z500_analysis_mean"]
     later = ds.assign_attrs(spinup_cycles=6)
     expected = pooled(ds, "3dvar", 0.01, "z500", "analysis", 6)
-    assert tables.skill_numbers(later).loc[0, "z500_analysis_mean"] == pytest.approx(
+    assert skill.skill_numbers(later).loc[0, "z500_analysis_mean"] == pytest.approx(
         expected.mean())
 
 
 def test_spinup_errors_name_the_fix(ds):
     with pytest.raises(ValueError, match="no cycle is left after a spin-up of 12 cycles"):
-        tables.skill_numbers(ds, spinup_cycles=12)
+        skill.skill_numbers(ds, spinup_cycles=12)
     no_attr = ds.copy()
     del no_attr.attrs["spinup_cycles"]
     with pytest.raises(ValueError, match="pass spinup_cycles="):
-        tables.skill_numbers(no_attr)
+        skill.skill_numbers(no_attr)
 
 
 def parse_mean_std(cell: str) -> tuple[float, float, int]:
@@ -92,13 +93,13 @@ def parse_mean_std(cell: str) -> tuple[float, float, int]:
 
 
 def test_skill_table_cells_are_rounded_mean_and_std(ds):
-    table = tables.skill_table(ds)
+    table = skill.skill_table(ds)
     for row, (method, density) in enumerate(CELLS):
         if is_diverged(method, density):
             continue
         for channel, column_units, factor in (("z500", "m² s⁻²", 1.0), ("q700", "g kg⁻¹", 1e3),
                                                ("msl", "Pa", 1.0), ("t850", "K", 1.0)):
-            for phase in ("background", "analysis"):
+            for phase in PHASES:
                 shown = table.loc[row, f"{channel} {phase} [{column_units}]"]
                 mean, std, decimals = parse_mean_std(shown)
                 values = factor * pooled(ds, method, density, channel, phase, SPINUP_CYCLES)
@@ -111,8 +112,8 @@ def test_skill_table_cells_are_rounded_mean_and_std(ds):
 
 
 def test_diverged_cell_shows_its_cycle(ds):
-    numbers = tables.skill_numbers(ds)
-    table = tables.skill_table(ds)
+    numbers = skill.skill_numbers(ds)
+    table = skill.skill_table(ds)
     row = CELLS.index((DIVERGED["method"], DIVERGED["density"]))
     skill_columns = table.columns[3:]
     assert set(table.loc[row, skill_columns]) == {f"diverged (cycle {DIVERGED['cycle']})"}
@@ -126,41 +127,42 @@ def test_diverged_cell_shows_its_cycle(ds):
 
 
 def test_headers_carry_units_in_headline_order(ds):
-    columns = list(tables.skill_table(ds).columns)
+    columns = list(skill.skill_table(ds).columns)
     assert columns[:3] == ["method", "density", "obs points"]
-    assert columns[3:7] == ["z500 background [m² s⁻²]", "z500 analysis [m² s⁻²]",
-                            "t850 background [K]", "t850 analysis [K]"]
+    assert columns[3:9] == ["z500 background [m² s⁻²]", "z500 analysis [m² s⁻²]",
+                            "z500 analysis spread [m² s⁻²]", "t850 background [K]",
+                            "t850 analysis [K]", "t850 analysis spread [K]"]
     assert "q700 analysis [g kg⁻¹]" in columns and "msl analysis [Pa]" in columns
     assert "u10 background [m s⁻¹]" in columns
     assert not any(c.startswith("v10") for c in columns)  # not a headline channel
-    assert len(columns) == 3 + 2 * len(PRESENT)
+    assert len(columns) == 3 + 3 * len(PRESENT)  # background, analysis, spread (an ensemble)
 
 
 def test_missing_headline_channels_are_skipped_and_none_is_an_error(ds):
     fewer = ds.sel(channel=["u10", "z500", "v10"])
-    assert tables.headline_channels(fewer) == ["z500", "u10"]
+    assert selection.headline_channels(fewer) == ["z500", "u10"]
     with pytest.raises(ValueError, match="none of the channels z500"):
-        tables.skill_table(ds.sel(channel=["v10"]))
-    assert tables.headline_channels(ds, channels=("v10",)) == ["v10"]
+        skill.skill_table(ds.sel(channel=["v10"]))
+    assert selection.headline_channels(ds, channels=("v10",)) == ["v10"]
 
 
 def test_timing_median_p90_and_memory(ds):
-    numbers = tables.timing_numbers(ds)
+    numbers = timing.timing_numbers(ds)
     for row, (method, density) in zip(numbers.itertuples(), CELLS, strict=True):
-        seconds = ds["analysis_seconds"].sel({"method": method, "density": density}).values
+        seconds = select_cell(ds["analysis_seconds"], method, density).values
         seconds = seconds[np.isfinite(seconds)]
         assert row.n_analyses == (22 if is_diverged(method, density) else 24)
         assert row.median_seconds == pytest.approx(np.median(seconds), rel=1e-12)
         assert row.p90_seconds == pytest.approx(np.percentile(seconds, 90), rel=1e-12)
-        peak = ds["peak_memory_bytes"].sel({"method": method, "density": density}).values
+        peak = select_cell(ds["peak_memory_bytes"], method, density).values
         if method == "none":
             assert math.isnan(row.peak_memory_mib)
         else:
             assert row.peak_memory_mib == pytest.approx(np.nanmax(peak) / 2**20)
         assert row.device == DEVICE
-    shown = tables.timing_table(ds)
+    shown = timing.timing_table(ds)
     assert list(shown.columns) == ["method", "density", "analyses", "median time", "p90 time",
-                                   "peak memory [MiB]", "device"]
+                                   "median forecast time", "peak memory [MiB]", "device"]
     assert shown.loc[0, "median time"].endswith(" ms")  # 3dvar: ~50 ms
     assert shown.loc[2, "median time"].endswith(" s")  # vaevar: ~2 s
     assert shown.loc[4, "median time"].endswith(" µs")  # none: ~0.1 ms
@@ -173,7 +175,7 @@ def test_timing_median_p90_and_memory(ds):
     (float("nan"), float("nan"), "n/a"),
 ])
 def test_format_mean_std(mean, std, text):
-    assert tables.format_mean_std(mean, std) == text
+    assert formatting.format_mean_std(mean, std) == text
 
 
 @pytest.mark.parametrize(("seconds", "text"), [
@@ -181,15 +183,17 @@ def test_format_mean_std(mean, std, text):
     (float("nan"), "n/a"),
 ])
 def test_format_seconds(seconds, text):
-    assert tables.format_seconds(seconds) == text
+    assert formatting.format_seconds(seconds) == text
 
 
 def test_units_spelling():
-    assert tables.pretty_units("m2 s-2") == "m² s⁻²"
-    assert tables.pretty_units("kg kg-1") == "kg kg⁻¹"
-    assert tables.pretty_units("K") == "K"
-    assert tables.pretty_units("m2 s-2", "latex") == "m$^{2}$ s$^{-2}$"
-    assert tables.latex_escape("3dvar_fast ± 5 µs & 10%") == r"3dvar\_fast $\pm$ 5 $\mu$s \& 10\%"
+    assert formatting.pretty_units("m2 s-2") == "m² s⁻²"
+    assert formatting.pretty_units("kg kg-1") == "kg kg⁻¹"
+    assert formatting.pretty_units("K") == "K"
+    assert formatting.pretty_units("m2 s-2", "latex") == "m$^{2}$ s$^{-2}$"
+    assert formatting.latex_escape("3dvar_fast ± 5 µs & 10%") == (
+        r"3dvar\_fast $\pm$ 5 $\mu$s \& 10\%")
+    assert formatting.latex_escape("—") == "---"
 
 
 def test_write_tables_files_and_formats(ds, tmp_path):
@@ -209,13 +213,14 @@ def test_write_tables_files_and_formats(ds, tmp_path):
         assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
         assert "±" not in tex and "µ" not in tex and "⁻" not in tex
     skill_tex = (tmp_path / "tables" / "skill.tex").read_text()
-    assert r"$\pm$" in skill_tex and r"\multicolumn{2}{c}{z500 [m$^{2}$ s$^{-2}$]}" in skill_tex
-    assert r"\multicolumn{14}{c}{diverged (cycle 9)}" in skill_tex
+    # z500 spans its background, analysis and analysis spread columns (the run has an ensemble)
+    assert r"$\pm$" in skill_tex and r"\multicolumn{3}{c}{z500 [m$^{2}$ s$^{-2}$]}" in skill_tex
+    assert r"\multicolumn{21}{c}{diverged (cycle 9)}" in skill_tex
 
     csv = pd.read_csv(tmp_path / "tables" / "skill.csv", comment="#")
-    numbers = tables.skill_numbers(ds)
+    numbers = skill.skill_numbers(ds)
     value_columns = [c for c in csv.columns if c.endswith(("_mean", "_std"))]
-    assert len(value_columns) == 4 * len(PRESENT)
+    assert len(value_columns) == 8 * len(PRESENT)  # RMSE and spread of both phases
     assert all(pd.api.types.is_float_dtype(csv[c]) for c in value_columns)
     np.testing.assert_array_equal(csv[value_columns].to_numpy(),
                                   numbers[value_columns].to_numpy())  # full precision
@@ -226,10 +231,10 @@ def test_write_tables_files_and_formats(ds, tmp_path):
 
 
 def test_latex_escapes_method_names(ds):
-    renamed = ds.assign_coords(method=["3dvar_fast", "vae_var", "none"])
-    tex = tables.skill_latex(renamed)
+    renamed = ds.assign_coords(method=["3dvar_fast", "vae_var", "none", "letkf"])
+    tex = skill.skill_latex(renamed)
     assert r"3dvar\_fast" in tex and "3dvar_fast" not in tex
-    assert r"vae\_var" in tables.timing_latex(renamed)
+    assert r"vae\_var" in timing.timing_latex(renamed)
 
 
 def test_regenerated_tables_are_byte_identical(metrics_nc, tmp_path):
@@ -251,8 +256,8 @@ def test_terminal_summary(ds):
     assert "device: cpu (synthetic fixture)" in text
     assert "z500 [m² s⁻²]" in text and "q700 [g kg⁻¹]" in text
     assert "diverged (cycle 9)" in text
-    numbers = tables.skill_numbers(ds)
+    numbers = skill.skill_numbers(ds)
     line = next(s for s in text.splitlines() if s.startswith("3dvar"))
-    analysis = tables.format_number(numbers.loc[0, "z500_analysis_mean"])
-    background = tables.format_number(numbers.loc[0, "z500_background_mean"])
+    analysis = formatting.format_number(numbers.loc[0, "z500_analysis_mean"])
+    background = formatting.format_number(numbers.loc[0, "z500_background_mean"])
     assert f"{analysis} ({background})" in line

@@ -1,18 +1,23 @@
-"""Correctness of 3DVar (methods/threedvar): adjoints, gradient, closed form, B's variances,
-geostrophic coupling; statistics from synthetic samples with known structure, float64."""
+"""Correctness of 3DVar (methods/threedvar, methods/common/covariance): adjoints, gradient,
+closed form, B's variances, geostrophic coupling; statistics from synthetic samples with known
+structure, float64; the fit → load → analyse lifecycle and the cost hooks."""
 
 import dataclasses
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from method_fixtures import check_fit_is_pure, check_untrained
 from threedvar_fixtures import OMEGA, gaussian_spec, random_fields, synthetic_samples
 
-from methods.base import Background, Observations
-from methods.threedvar import ThreeDVar, statistics
-from methods.threedvar.b_matrix import BMatrix
-from methods.threedvar.method import cost_and_gradient, cost_function
-from methods.threedvar.spectral import EARTH_RADIUS_M, Transforms
+from bench.experiments.synthetic import synthetic_spec
+from methods.base import Background, Observations, TrainingContext
+from methods.common.covariance import BMatrix, estimate
+from methods.common.spectral import EARTH_RADIUS_M, Transforms
+from methods.threedvar import ThreeDVar, ThreeDVarAnalyser
+from methods.threedvar.solvers import cost_and_gradient, cost_function
 
 VARIANCE_SCALE = 0.5
 
@@ -20,7 +25,7 @@ VARIANCE_SCALE = 0.5
 @pytest.fixture(scope="module")
 def world():
     spec, samples = synthetic_samples(gaussian_spec(), n=200, seed=0)
-    stats = statistics.estimate(spec, samples, variance_scale=VARIANCE_SCALE)
+    stats = estimate(spec, samples, variance_scale=VARIANCE_SCALE)
     return spec, samples, stats, BMatrix(spec, stats)
 
 
@@ -47,10 +52,9 @@ def one_obs(spec, channel, lat, lon, innovation, x_b, sigma=0.1):
     return obs, (k, i, j)
 
 
-def method_with(stats, spec, **config):
-    m = ThreeDVar(**config)
-    m.set_statistics(spec, stats)
-    return m
+def method_with(stats, spec, **config) -> ThreeDVarAnalyser:
+    """The analyser of ThreeDVar(**config) with given statistics, on the CPU."""
+    return ThreeDVar(**config).load(stats, spec, "cpu")
 
 
 def background(x_b):
@@ -175,15 +179,19 @@ def test_single_observation_matches_closed_form(world, solver):
     x_b = samples[0].float()
     obs, _ = one_obs(spec, "t500", 40.0, 100.0, 0.8, x_b, sigma=0.2)
     method = method_with(stats, spec, solver=solver, tolerance=1e-8, max_iterations=500)
-    increment = method.analyse(background(x_b.double()), obs) - x_b.double()
+    analysis = method.analyse(background(x_b.double()), obs)
+    increment = analysis.x_a - x_b.double()
     h = obs.adjoint(torch.ones(1, dtype=torch.float64))  # hᵀ as a field
     bh = b.u(b.u_adjoint(h))
     d = float(obs.values[0] - obs.operator(x_b.double())[0])
     expected = bh * d / (float((h * bh).sum()) + 0.2**2)
     err = float((increment - expected).norm() / expected.norm())
-    print(solver, "single-obs relative error", err, method.diagnostics())
+    diagnostics = analysis.diagnostics
+    print(solver, "single-obs relative error", err, diagnostics)
     assert err < 1e-5
-    assert method.diagnostics()["cost_final"] < method.diagnostics()["cost_initial"]
+    assert diagnostics["cost_final"] < diagnostics["cost_initial"]
+    assert diagnostics["j_min"] == diagnostics["cost_final"]
+    assert diagnostics["evaluations"] >= diagnostics["iterations"] >= 1
 
 
 def test_solvers_agree_and_noise_free_obs_are_fitted(world):
@@ -194,7 +202,7 @@ def test_solvers_agree_and_noise_free_obs_are_fitted(world):
     obs = observe(samples[1].float(), spec, ObservationSettings(density=0.02, seed=2), cycle=0)
     obs = dataclasses.replace(obs, error_std=torch.zeros_like(obs.error_std))  # σ_o = 0
     results = [method_with(stats, spec, solver=s, tolerance=1e-9, max_iterations=2000).analyse(
-        background(x_b), obs) for s in ("lbfgs", "cg")]
+        background(x_b), obs).x_a for s in ("lbfgs", "cg")]
     assert results[0].dtype == torch.float32
     torch.testing.assert_close(results[0], results[1], atol=2e-4, rtol=0)
     misfit = (obs.operator(results[1].double()) - obs.values).abs().max()
@@ -236,7 +244,7 @@ def test_z500_observation_gives_geostrophic_winds(world, lat):
     spec, samples, stats, b = world
     x_b = torch.zeros(spec.shape)
     obs, (k, i, j) = one_obs(spec, "z500", lat, 90.0, -1.0, x_b, sigma=0.3)
-    inc = method_with(stats, spec, tolerance=1e-8).analyse(background(x_b), obs).double()
+    inc = method_with(stats, spec, tolerance=1e-8).analyse(background(x_b), obs).x_a.double()
     u = inc[spec.index("u500")] * spec.std[spec.index("u500")]
     v = inc[spec.index("v500")] * spec.std[spec.index("v500")]
     assert inc[k, i, j] < -0.3
@@ -250,22 +258,64 @@ def test_z500_observation_gives_geostrophic_winds(world, lat):
 
 
 # --------------------------------------------------------------------------------- method
-def test_prepare_caches_statistics(world, tmp_path):
-    from methods.base import TrainingContext
-    spec, samples, *_ = world
-    calls = []
-
+def nmc_context(spec, samples, calls=None) -> TrainingContext:
     def nmc(kind="nmc", **settings):
-        calls.append(kind)
+        if calls is not None:
+            calls.append(kind)
         return samples.float()
 
-    ctx = TrainingContext(spec=spec, model=None, train_truth=lambda: None, samples=nmc,
-                          device=torch.device("cpu"), cache_dir=tmp_path, progress=False)
-    first, second = ThreeDVar(), ThreeDVar()
-    first.prepare(ctx)
-    second.prepare(ctx)
-    assert calls == ["nmc"] and (tmp_path / "threedvar_statistics.pt").exists()
-    torch.testing.assert_close(first.b_matrix.std, second.b_matrix.std, rtol=0, atol=0)
+    return TrainingContext(spec=spec, model=None, train_truth=lambda: None, samples=nmc,
+                           device=torch.device("cpu"), progress=False)
+
+
+def test_fit_estimates_the_statistics_and_does_not_mutate_the_method(world):
+    """fit = covariance.estimate on the NMC samples (CPU) plus the layout; the method is left
+    as it was (no attribute added); the cached form of the state loads the same B."""
+    from bench.cache import load_state, save_state
+    spec, samples, *_ = world
+    calls = []
+    method = ThreeDVar(variance_scale=VARIANCE_SCALE)
+    state = check_fit_is_pure(method, nmc_context(spec, samples, calls))
+    assert calls == ["nmc"]
+    assert state["shape"] == list(spec.shape) and state["names"] == list(spec.names)
+    reference = estimate(spec, samples.float(), VARIANCE_SCALE)
+    for key in ("sigma", "std"):
+        torch.testing.assert_close(state[key], reference[key], rtol=0, atol=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(state, Path(tmp) / "state.pt")
+        cached = load_state(Path(tmp) / "state.pt")
+    a, b = method.load(state, spec, "cpu").b, method.load(cached, spec, "cpu").b
+    torch.testing.assert_close(a.std, b.std, rtol=0, atol=0)
+    torch.testing.assert_close(a.amp, b.amp, rtol=0, atol=0)
+    x_b = samples[0].float()
+    obs, _ = one_obs(spec, "t500", 40.0, 100.0, 0.8, x_b, sigma=0.2)
+    assert torch.equal(method.load(state, spec, "cpu").analyse(background(x_b), obs).x_a,
+                       method.load(cached, spec, "cpu").analyse(background(x_b), obs).x_a)
+
+
+def test_load_refuses_statistics_of_another_grid(world):
+    spec, samples, *_ = world
+    state = ThreeDVar().fit(nmc_context(spec, samples))
+    other = gaussian_spec(nlat=8, nlon=16)
+    with pytest.raises(ValueError, match=r"3DVar statistics are for \(C, H, W\)"):
+        ThreeDVar().load(state, other, "cpu")
+
+
+def test_untrained_state_analyses_at_an_odd_grid():
+    """load(untrained(spec, seed)) on a 9 × 16 equiangular grid (poles included): a working
+    analyser whose single-observation increment peaks at the observation; seeded."""
+    spec = synthetic_spec(9, 16, 9)
+    method = ThreeDVar.for_tests()
+    x_b = torch.zeros(spec.shape)
+    obs, (k, i, j) = one_obs(spec, "t500", 0.0, 90.0, 1.0, x_b, sigma=0.1)
+    state, analyser, analysis = check_untrained(method, spec, background(x_b), obs, seed=3)
+    increment = analysis.x_a - x_b
+    assert increment[k, i, j] > 0.1
+    assert increment[k].abs().argmax() == i * spec.shape[2] + j
+    assert "j_min" in analysis.diagnostics
+    torch.testing.assert_close(method.untrained(spec, seed=3)["betas"]["t"], state["betas"]["t"])
+    kernel = analyser.dominant_kernel(background(x_b), obs)
+    assert kernel.unit == "FLOP" and kernel.fn().shape == analyser.b.shape_w
 
 
 def test_invalid_config_is_rejected():
@@ -321,8 +371,8 @@ def test_real_world_z500_observation_is_cyclonic():
     if cached is None:
         pytest.skip("the built-in world, its emulator or its NMC samples are not cached")
     spec, samples = cached
-    method = ThreeDVar(tolerance=1e-6, max_iterations=300)
-    method.set_statistics(spec, statistics.estimate(spec, samples, variance_scale=0.25))
+    method = ThreeDVar(tolerance=1e-6, max_iterations=300).load(
+        estimate(spec, samples, variance_scale=0.25), spec, "cpu")
     from bench.experiments.single_obs import single_observation_increments
     for lat in (45.0, -45.0):
         inc = single_observation_increments(method, spec, "z500", lat=lat, lon=129.0,

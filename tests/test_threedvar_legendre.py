@@ -1,11 +1,11 @@
-"""3DVar's real-arithmetic spectral maps (methods/threedvar/legendre.py) against torch-harmonics,
-and their hand-written adjoints by the dot-product test."""
+"""The covariance model's real-arithmetic spectral maps (methods/common/covariance/legendre.py)
+against torch-harmonics, and their hand-written adjoints by the dot-product test."""
 
 import pytest
 import torch
 
-from methods.threedvar.legendre import Synthesis, Winds
-from methods.threedvar.spectral import Transforms
+from methods.common.covariance.legendre import Synthesis, Winds
+from methods.common.spectral import Transforms
 
 GRIDS = [("legendre-gauss", 32, 64), ("equiangular", 33, 64), ("equiangular", 17, 32)]
 

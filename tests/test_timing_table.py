@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.experiments.synthetic import estimate_memory, synthetic_spec, timing_channels, untrained
+from bench.experiments.synthetic import harness_bytes, synthetic_spec, timing_channels, untrained
 from methods import METHODS
 
-COLUMNS = ["method", "device", "grid", "channels", "observations", "repeats", "median_s",
+COLUMNS = ["method", "device", "grid", "channels", "observations", "repeats", "members", "median_s",
            "p90_s", "peak_mem_mib", "evaluations", "seconds_per_evaluation", "kernel",
            "kernel_s", "kernel_work", "kernel_unit", "achieved_per_s", "device_peak_per_s",
            "fraction_of_peak", "est_analysis_mib", "est_total_mib"]
@@ -50,7 +50,7 @@ def test_timing_runs_every_method_and_writes_three_tables(tmp_path, capsys, monk
     (["--density", "0"], "--density 0.0 is outside (0, 1]"),
     (["--density", "1.5"], "--density 1.5 is outside (0, 1]"),
     (["--repeats", "0"], "--repeats 0"),
-    (["--device", "tpu"], "--device 'tpu'"),
+    (["--device", "tpu"], "--device tpu: expected one of auto, cpu, cuda"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra, expected):
     out = tmp_path / "timing"
@@ -81,24 +81,28 @@ def test_channel_subsets_keep_fengwu_order_and_wind_pairs():
 def test_untrained_methods_analyse_at_any_grid():
     """The synthetic internals fit the grid: each method returns a finite (C, H, W) analysis
     that differs from the background where it should (all but ``none``)."""
-    from bench.experiments.timing import synthetic_case
+    from bench.experiments.timing import synthetic_inputs
 
     spec = synthetic_spec(10, 20, 5)
-    background, obs = synthetic_case(spec, 0.05, torch.device("cpu"), seed=1)
-    for name in METHODS:
-        x_a = untrained(name, spec).analyse(background, obs)
+    for name, cls in METHODS.items():
+        method = cls()
+        background, obs = synthetic_inputs(method, spec, 0.05, torch.device("cpu"), seed=1)
+        x_a = untrained(method, spec).analyse(background, obs).x_a
         assert x_a.shape == spec.shape and torch.isfinite(x_a).all(), name
         assert torch.equal(x_a, background.x_b) == (name == "none"), name
 
 
 def test_memory_estimate_grows_with_the_grid():
     small, large = synthetic_spec(32, 64), synthetic_spec(721, 1440)
-    for name in METHODS:
-        a, b = estimate_memory(name, small, 1380), estimate_memory(name, large, 718_000)
+    for name, cls in METHODS.items():
+        method = cls()
+        a = method.memory_estimate(small, 1380, method.members)
+        b = method.memory_estimate(large, 718_000, method.members)
         assert 0 < a.total < b.total, name
+    assert harness_bytes(small) < harness_bytes(large) < harness_bytes(large, members=20)
     # 3DVar's resident tables: the estimate equals the bytes the real objects hold
-    from methods.threedvar.legendre import Synthesis, Winds
-    from methods.threedvar.spectral import Transforms
+    from methods.common.covariance.legendre import Synthesis, Winds
+    from methods.common.spectral import Transforms
 
     for nlat, nlon in ((32, 64), (33, 64)):
         spec = synthetic_spec(nlat, nlon)
@@ -107,4 +111,5 @@ def test_memory_estimate_grows_with_the_grid():
         Synthesis(t)  # shares isht's table (a view): nothing of its own
         tables = [t.sht.weights, t.isht.pct, t.vsht.weights, t.ivsht.dpct, winds.a, winds.b]
         held = sum(x.numel() * 8 for x in tables)  # float64
-        assert estimate_memory("3dvar", spec, 0).model == pytest.approx(held), (nlat, nlon)
+        assert METHODS["3dvar"]().memory_estimate(spec, 0).model == pytest.approx(held), (
+            nlat, nlon)

@@ -1,4 +1,5 @@
-"""VAE-Var (methods/vaevar): the cost's gradient, what the analysis depends on, training.
+"""VAE-Var (methods/vaevar): the cost's gradient, what the analysis depends on, training, and
+the fit → load → analyse lifecycle.
 
 Everything runs on a 3 × 8 × 16 grid (z500, u850, t850) with synthetic background-error
 samples in which u850 is tied to z500 (u = ∂z/∂i, i the latitude index running south: a
@@ -7,18 +8,23 @@ geostrophic-like balance), so a VAE trained on them must learn cross-variable st
 
 import dataclasses
 import math
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 from forecast_fixtures import small_spec
+from method_fixtures import check_fit_is_pure, check_untrained, odd_grid_case
 
+from bench.cache import load_state, save_state
 from bench.config import ObservationSettings
 from bench.observations import observe
 from methods.base import Background, Observations, TrainingContext
-from methods.vaevar import VAEVar
+from methods.vaevar import VAEVar, VAEVarAnalyser
 from methods.vaevar.train import train_vae
-from methods.vaevar.vae import VAE, sphere_pad
+from methods.vaevar.vae import VAE
 
 SPEC = small_spec(channels=("z500", "u850", "t850"), nlat=8, nlon=16)
 Z, U, T = 0, 1, 2
@@ -47,7 +53,7 @@ def coupled_samples(n: int, seed: int = 0) -> torch.Tensor:
     return torch.stack([z, u, bumps()], dim=1)
 
 
-def context(tmp_path, samples: torch.Tensor, seed: int = 0) -> TrainingContext:
+def context(samples: torch.Tensor, seed: int = 0) -> TrainingContext:
     calls = []
 
     def sample_fn(kind="nmc", **settings):
@@ -58,8 +64,7 @@ def context(tmp_path, samples: torch.Tensor, seed: int = 0) -> TrainingContext:
         raise AssertionError("VAE-Var must learn from the samples only")
 
     ctx = TrainingContext(spec=SPEC, model=None, train_truth=no_truth, samples=sample_fn,
-                          device=torch.device("cpu"), cache_dir=tmp_path / "cache", seed=seed,
-                          progress=False)
+                          device=torch.device("cpu"), seed=seed, progress=False)
     ctx.calls = calls
     return ctx
 
@@ -83,21 +88,25 @@ def point_obs(values, points, sigma=0.1) -> Observations:
         grid_shape=SPEC.shape)
 
 
+class Trained(NamedTuple):
+    method: VAEVar
+    state: dict
+    analyser: VAEVarAnalyser
+
+
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A small VAE-Var trained on 256 coupled samples (≈ 2 s)."""
+def trained():
+    """A small VAE-Var trained on 256 coupled samples (≈ 2 s), its state and analyser."""
     method = VAEVar.for_tests(latent_channels=8, widths=(16, 16), downsamplings=1, epochs=40,
                               batch_size=32, lr=3e-3)
-    method.prepare(context(tmp_path_factory.mktemp("vae"), coupled_samples(256)))
-    return method
+    state = method.fit(context(coupled_samples(256)))
+    return Trained(method, state, method.load(state, SPEC, "cpu"))
 
 
-def with_settings(prepared: VAEVar, **changes) -> VAEVar:
-    """A copy of a prepared method with other analysis settings and the same trained VAE."""
-    method = dataclasses.replace(prepared, **changes)
-    for name in ("_decoder", "_scale", "_latent_shape", "_shape", "_training"):
-        object.__setattr__(method, name, getattr(prepared, name))
-    return method
+def with_settings(trained: Trained, **changes) -> VAEVarAnalyser:
+    """The trained VAE loaded by a method with other analysis settings (a fresh decoder copy:
+    changing it leaves the fixture alone)."""
+    return dataclasses.replace(trained.method, **changes).load(trained.state, SPEC, "cpu")
 
 
 def rms(x) -> float:
@@ -105,17 +114,6 @@ def rms(x) -> float:
 
 
 # ------------------------------------------------------------------------------------ network
-def test_sphere_pad_wraps_longitude_and_crosses_the_poles():
-    x = torch.arange(4 * 8, dtype=torch.float32).reshape(1, 4, 8)
-    p = sphere_pad(x, 1)
-    assert p.shape == (1, 6, 10)
-    torch.testing.assert_close(p[0, 1:-1, 0], x[0, :, -1])  # west of lon 0 is the last column
-    torch.testing.assert_close(p[0, 1:-1, -1], x[0, :, 0])
-    # north of the first row: the first row, 180° away
-    torch.testing.assert_close(p[0, 0, 1:-1], x[0, 0].roll(4))
-    torch.testing.assert_close(p[0, -1, 1:-1], x[0, -1].roll(4))
-
-
 @pytest.mark.parametrize("shape, requested, levels", [
     ((3, 8, 16), 2, 2), ((3, 8, 16), 5, 3), ((69, 32, 64), 2, 2), ((2, 6, 10), 3, 1),
     ((2, 721, 1440), 2, 0)])
@@ -129,11 +127,11 @@ def test_architecture_adapts_to_any_grid(shape, requested, levels):
 
 
 # ------------------------------------------------------------------------------------ training
-def test_training_lowers_reconstruction_error_and_loss(tmp_path):
+def test_training_lowers_reconstruction_error_and_loss():
     torch.manual_seed(0)  # the weights' initialisation
     vae = VAE(SPEC.shape, latent_channels=8, widths=(16, 16), downsamplings=1)
     samples = coupled_samples(128, seed=3)
-    samples = samples / samples.std(dim=(0, 2, 3))[:, None, None]  # as prepare() scales them
+    samples = samples / samples.std(dim=(0, 2, 3))[:, None, None]  # as fit() scales them
     history = train_vae(vae, samples, epochs=60, batch_size=32, lr=3e-3,
                         recon_sigma=2.0, seed=0, progress=False)
     first, last = history[0], history[-1]
@@ -149,33 +147,56 @@ def test_training_lowers_reconstruction_error_and_loss(tmp_path):
     assert first.kl < last.kl < gain
 
 
-def test_prepare_caches_the_vae_and_reloads_without_training(tmp_path):
+def test_fit_is_deterministic_and_its_cached_state_loads_the_same_analyser():
+    """fit asks for the samples once; fitting again gives the same weights bit for bit (what
+    the runner's cache relies on); the cached form (tuples → lists) loads the same decoder and
+    gives the same analysis; fit leaves the method as it was."""
     samples = coupled_samples(64)
-    first = VAEVar.for_tests()
-    ctx = context(tmp_path, samples)
-    first.prepare(ctx)
+    method = VAEVar.for_tests()
+    ctx = context(samples)
+    state = check_fit_is_pure(method, ctx)
     assert ctx.calls == [("nmc", {"start_stride": 1})]
-    again = VAEVar.for_tests()
-    ctx2 = context(tmp_path, samples * 0 + float("nan"))  # would poison any retraining
-    again.prepare(ctx2)
-    assert ctx2.calls == []
-    for a, b in zip(first.decoder.state_dict().values(), again.decoder.state_dict().values(),
+    again = method.fit(context(samples))
+    for key, value in state["vae"].items():
+        torch.testing.assert_close(again["vae"][key], value, rtol=0, atol=0)
+    assert state["shape"] == list(SPEC.shape) and state["n_samples"] == 64
+    assert len(state["history"]) == method.epochs and state["train_seconds"] > 0
+    with tempfile.TemporaryDirectory() as tmp:
+        save_state(state, Path(tmp) / "state.pt")
+        cached = load_state(Path(tmp) / "state.pt")
+    first, second = method.load(state, SPEC, "cpu"), method.load(cached, SPEC, "cpu")
+    for a, b in zip(first.decoder.state_dict().values(), second.decoder.state_dict().values(),
                     strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    torch.testing.assert_close(first.scale, again.scale, rtol=0, atol=0)
+    torch.testing.assert_close(first.scale, second.scale, rtol=0, atol=0)
+    obs = point_obs([1.0, -0.5], [(Z, 3, 5), (T, 5, 10)])
+    x_b = torch.zeros(SPEC.shape)
+    assert torch.equal(first.analyse(background(x_b), obs).x_a,
+                       second.analyse(background(x_b), obs).x_a)
 
 
-def test_truth_minus_forecast_samples_are_asked_for_with_a_24h_lead(tmp_path):
-    ctx = context(tmp_path, coupled_samples(32))
-    VAEVar.for_tests(training_samples="truth_minus_forecast", epochs=1).prepare(ctx)
+def test_load_copies_the_decoder_to_the_analysis_dtype():
+    method = VAEVar.for_tests(epochs=1)
+    state = method.fit(context(coupled_samples(32)))
+    for dtype in ("float64", "float32"):
+        analyser = dataclasses.replace(method, analysis_dtype=dtype).load(state, SPEC, "cpu")
+        expected = getattr(torch, dtype)
+        assert {p.dtype for p in analyser.decoder.parameters()} == {expected}
+        assert analyser.scale.dtype == expected and analyser.scale.shape == (3, 1, 1)
+        assert not any(p.requires_grad for p in analyser.decoder.parameters())
+
+
+def test_truth_minus_forecast_samples_are_asked_for_with_a_24h_lead():
+    ctx = context(coupled_samples(32))
+    VAEVar.for_tests(training_samples="truth_minus_forecast", epochs=1).fit(ctx)
     assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24, "start_stride": 1})]
 
 
-def test_scale_is_the_per_channel_std_of_the_samples(tmp_path):
+def test_scale_is_the_per_channel_std_of_the_samples():
     samples = coupled_samples(64) * torch.tensor([1.0, 3.0, 0.5])[:, None, None]
     method = VAEVar.for_tests(epochs=1)
-    method.prepare(context(tmp_path, samples))
-    torch.testing.assert_close(method.scale.flatten().float(), samples.std(dim=(0, 2, 3)))
+    analyser = method.load(method.fit(context(samples)), SPEC, "cpu")
+    torch.testing.assert_close(analyser.scale.flatten().float(), samples.std(dim=(0, 2, 3)))
 
 
 @pytest.mark.parametrize("field, value", [
@@ -202,7 +223,7 @@ def test_taylor_gradient_of_the_cost(trained, odd_decoder):
     # λ = 1: the observation term (through the decoder) dominates the curvature, not ½‖w‖²
     method = with_settings(trained, lam=1.0, odd_decoder=odd_decoder)
     cost = method.cost_function(background(x_b), obs)
-    shape = (1, *trained._latent_shape)
+    shape = (1, *method.latent_shape)
     w = (0.5 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_(True)
     h = torch.randn(shape, generator=g, dtype=torch.float64)
     j = cost(w)[0]
@@ -219,44 +240,43 @@ def test_taylor_gradient_of_the_cost(trained, odd_decoder):
     assert errors[-1] < 1e-4
 
 
-def test_the_analysis_uses_the_decoder(trained, tmp_path):
-    method = VAEVar(**trained.config())
-    method.prepare(context(tmp_path, coupled_samples(256)))
-    method = with_settings(method, lam=1.0)
+def test_the_analysis_uses_the_decoder(trained):
+    method = with_settings(trained, lam=1.0)
     x_b = torch.zeros(SPEC.shape)
     obs = point_obs([1.0, -0.5], [(Z, 3, 5), (T, 5, 10)])
-    before = method.analyse(background(x_b), obs)
+    before = method.analyse(background(x_b), obs).x_a
     with torch.no_grad():
         last = [m for m in method.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1]
         # double what the decoder produces (a sign flip would not do: with the odd decoder and
         # the symmetric prior, w → −w reaches the same increments)
         last.weight.mul_(2.0)
-    after = method.analyse(background(x_b), obs)
+    after = method.analyse(background(x_b), obs).x_a
     print(f"max |Δx_a| after doubling the decoder's last layer: {(after - before).abs().max():.3f}")
     assert (after - before).abs().max() > 0.1
 
 
-def test_set_vae_uses_a_vae_trained_elsewhere(trained):
-    """set_vae installs another VAE's decoder: a VAE whose last decoder layer is doubled gives
-    another analysis; the scale must have one entry per channel."""
-    from methods.vaevar.vae import VAE
-
-    vae = VAE(SPEC.shape, trained.latent_channels, trained.widths, trained.downsamplings)
-    vae.decoder.load_state_dict({k: v.float() for k, v in trained.decoder.state_dict().items()})
-    scale = trained.scale[:, 0, 0].float()
-    twin = with_settings(trained, lam=1.0)
-    twin.set_vae(vae, scale)
+def test_state_from_uses_a_vae_trained_elsewhere(trained):
+    """state_from + load install another VAE's decoder: a VAE whose last decoder layer is
+    doubled gives another analysis; the scale must have one entry per channel."""
+    method = dataclasses.replace(trained.method, lam=1.0)
+    vae = VAE(SPEC.shape, method.latent_channels, method.widths, method.downsamplings)
+    vae.decoder.load_state_dict({k: v.float()
+                                 for k, v in trained.analyser.decoder.state_dict().items()})
+    scale = trained.analyser.scale[:, 0, 0].float()
     obs = point_obs([1.0, -0.5], [(Z, 3, 5), (T, 5, 10)])
-    same = twin.analyse(background(torch.zeros(SPEC.shape)), obs)
-    reference = with_settings(trained, lam=1.0).analyse(background(torch.zeros(SPEC.shape)), obs)
-    assert (same - reference).abs().max() < 1e-5
+    x_b = torch.zeros(SPEC.shape)
+    same = method.load(VAEVar.state_from(vae, scale), SPEC, "cpu").analyse(background(x_b), obs)
+    reference = with_settings(trained, lam=1.0).analyse(background(x_b), obs)
+    assert (same.x_a - reference.x_a).abs().max() < 1e-5
+    state = VAEVar.state_from(vae, scale)
     with torch.no_grad():
         [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)][-1].weight.mul_(2)
-    twin.set_vae(vae, scale)
-    other = twin.analyse(background(torch.zeros(SPEC.shape)), obs)
-    assert (other - reference).abs().max() > 0.1
+    unchanged = method.load(state, SPEC, "cpu").analyse(background(x_b), obs)  # a copy
+    assert torch.equal(unchanged.x_a, same.x_a)
+    other = method.load(VAEVar.state_from(vae, scale), SPEC, "cpu").analyse(background(x_b), obs)
+    assert (other.x_a - reference.x_a).abs().max() > 0.1
     with pytest.raises(ValueError, match=r"scale must have shape \(3,\)"):
-        twin.set_vae(vae, scale[:2])
+        VAEVar.state_from(vae, scale[:2])
 
 
 @pytest.mark.parametrize("odd_decoder, subtract_offset", [(True, False), (False, True),
@@ -269,10 +289,10 @@ def test_huge_lambda_returns_the_prior_mode(trained, odd_decoder, subtract_offse
                   ObservationSettings(density=0.5), cycle=0)
     method = with_settings(trained, lam=1e12, odd_decoder=odd_decoder,
                            subtract_offset=subtract_offset)
-    x_a = method.analyse(background(x_b), obs)
+    x_a = method.analyse(background(x_b), obs).x_a
     with torch.no_grad():
         offset = (method.scale * method.decoder(
-            torch.zeros(1, *method._latent_shape, dtype=torch.float64))[0]).float()
+            torch.zeros(1, *method.latent_shape, dtype=torch.float64))[0]).float()
     mode = x_b if odd_decoder or subtract_offset else x_b + offset
     gap = float((x_a - mode).abs().max())
     print(f"max |x_a − mode| = {gap:.1e}; max |s D(0)| = {float(offset.abs().max()):.3f}")
@@ -290,8 +310,8 @@ def test_odd_decoder_makes_the_increment_odd_in_the_innovations(trained, odd_dec
     d = torch.tensor([1.0, -0.7, 0.8, 0.5])
     h_xb = torch.stack([x_b[c, i, j] for c, i, j in points])
     method = with_settings(trained, lam=1.0, odd_decoder=odd_decoder)
-    plus = method.analyse(background(x_b), point_obs(h_xb + d, points)) - x_b
-    minus = method.analyse(background(x_b), point_obs(h_xb - d, points)) - x_b
+    plus = method.analyse(background(x_b), point_obs(h_xb + d, points)).x_a - x_b
+    minus = method.analyse(background(x_b), point_obs(h_xb - d, points)).x_a - x_b
     asymmetry = rms(plus + minus) / rms(plus)
     print(f"odd_decoder={odd_decoder}: rms(δ(d) + δ(−d)) / rms(δ(d)) = {asymmetry:.2e}")
     assert rms(plus) > 0.05  # the observations move the analysis
@@ -301,20 +321,21 @@ def test_odd_decoder_makes_the_increment_odd_in_the_innovations(trained, odd_dec
         assert asymmetry > 1e-2
 
 
-def test_dense_exact_observations_with_small_lambda_are_fitted(tmp_path):
+def test_dense_exact_observations_with_small_lambda_are_fitted():
     # a latent as large as the state (no down-sampling, 4 ≥ 3 channels) so D can reach x_t
     method = VAEVar.for_tests(latent_channels=4, widths=(16,), downsamplings=0, epochs=20,
                               lam=1e-3, outer_iterations=3, inner_iterations=50)
     samples = coupled_samples(128)
-    method.prepare(context(tmp_path, samples))
+    analyser = method.load(method.fit(context(samples)), SPEC, "cpu")
     x_b = torch.zeros(SPEC.shape)
     truth = coupled_samples(1, seed=9)[0]
     obs = observe(truth, SPEC, ObservationSettings(density=1.0, noise_fraction=0.0), cycle=0)
-    x_a = method.analyse(background(x_b), obs)
+    analysis = analyser.analyse(background(x_b), obs)
+    x_a = analysis.x_a
     misfit_b = rms(obs.operator(x_b) - obs.values)
     misfit_a = rms(obs.operator(x_a) - obs.values)
     print(f"rms misfit: background {misfit_b:.3f}, analysis {misfit_a:.4f}; "
-          f"{method.diagnostics()}")
+          f"{analysis.diagnostics}")
     assert misfit_a < 0.1 * misfit_b
 
 
@@ -323,7 +344,7 @@ def test_a_single_z500_observation_gives_a_balanced_wind_increment(trained):
     i0, j0 = 4, 8
     # λ = 1: R as given; this test is about the structure of B, not the weight of the data
     method = with_settings(trained, lam=1.0)
-    x_a = method.analyse(background(x_b), point_obs([1.0], [(Z, i0, j0)], sigma=0.1))
+    x_a = method.analyse(background(x_b), point_obs([1.0], [(Z, i0, j0)], sigma=0.1)).x_a
     dz, du, dt = x_a - x_b
     print(f"Δz at the obs {dz[i0, j0]:.3f}; Δu north {du[i0 - 1, j0]:.3f}, south "
           f"{du[i0 + 1, j0]:.3f}; max|Δu| {du.abs().max():.3f}, max|Δt| {dt.abs().max():.3f}")
@@ -335,13 +356,31 @@ def test_a_single_z500_observation_gives_a_balanced_wind_increment(trained):
 
 def test_diagnostics_report_iterations_and_a_lower_cost(trained):
     obs = point_obs([1.0, 0.5], [(Z, 2, 2), (U, 6, 12)])
-    trained.analyse(background(torch.zeros(SPEC.shape)), obs)
-    d = trained.diagnostics()
-    assert 1 <= d["iterations"] <= trained.outer_iterations * trained.inner_iterations
+    d = trained.analyser.analyse(background(torch.zeros(SPEC.shape)), obs).diagnostics
+    method = trained.method
+    assert 1 <= d["iterations"] <= method.outer_iterations * method.inner_iterations
     assert d["cost_final"] < d["cost_initial"] and math.isfinite(d["cost_obs_final"])
+    assert d["evaluations"] == d["cost_evaluations"] >= d["iterations"]
+    assert d["j_min"] == d["cost_final"]
 
 
-def test_analysis_before_prepare_is_an_error():
-    with pytest.raises(RuntimeError, match="prepare"):
-        VAEVar.for_tests().analyse(background(torch.zeros(SPEC.shape)),
-                                   point_obs([1.0], [(Z, 1, 1)]))
+def test_a_state_or_background_of_another_grid_is_refused(trained):
+    other = small_spec(channels=("z500", "u850", "t850"), nlat=4, nlon=16)
+    with pytest.raises(ValueError, match=r"trained on \(C, H, W\) = \(3, 8, 16\)"):
+        trained.method.load(trained.state, other, "cpu")
+    with pytest.raises(ValueError, match=r"differ from the \(C, H, W\)"):
+        trained.analyser.analyse(background(torch.zeros(3, 4, 16)),
+                                 point_obs([1.0], [(Z, 1, 1)]))
+
+
+def test_untrained_state_analyses_at_an_odd_grid():
+    """load(untrained(spec, seed)) on a 9 × 16 equiangular grid: a working analyser (random
+    VAE of the configured size, no down-sampling on 9 rows), seeded; the hooks answer too."""
+    spec, bg, obs = odd_grid_case()
+    method = VAEVar.for_tests()
+    state, analyser, analysis = check_untrained(method, spec, bg, obs, seed=2)
+    assert "j_min" in analysis.diagnostics
+    for key, value in method.untrained(spec, seed=2)["vae"].items():  # seeded
+        torch.testing.assert_close(state["vae"][key], value, rtol=0, atol=0)
+    kernel = analyser.dominant_kernel(bg, obs)
+    assert kernel.unit == "FLOP" and kernel.fn().shape == (1, *analyser.latent_shape)

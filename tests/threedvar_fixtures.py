@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bench.state import StateSpec, channel_names
-from methods.threedvar.spectral import EARTH_RADIUS_M, Transforms
+from methods.common.spectral import EARTH_RADIUS_M, Transforms
 
 OMEGA = 7.292e-5
 LEVELS = (250, 500, 850)

@@ -7,6 +7,7 @@ so a flipped latitude, a shifted longitude, a wrong level or a wrong variable ch
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,23 @@ def write_store(path: Path, fmt: str = "zarr", **kwargs) -> xr.Dataset:
     else:
         raise ValueError(f"unknown fmt {fmt!r}; use 'zarr', 'netcdf' or 'netcdf-dir'")
     return ds
+
+
+def tiny_era5_cards(directory: Path, store: Path) -> Path:
+    """A cards folder whose era5-wb2 card has periods fitting ``write_store(store, n_times=44)``
+    (train 16 frames, valid 8, test 20 from 2018-01-01, every frame): point
+    ``ASSIMBENCH_DATASETS`` at it."""
+    from bench.worlds import cards_dir
+
+    text = (cards_dir() / "era5-wb2.toml").read_text()
+    for name, start, end in (("train", "2018-01-01", "2018-01-05"),
+                             ("valid", "2018-01-05", "2018-01-07"),
+                             ("test", "2018-01-07", "2018-01-12")):
+        text, n = re.subn(rf'(\[periods\.{name}\]\nstart = )"[^"]+"\nend = "[^"]+"',
+                          rf'\1"{start}T00:00"\nend = "{end}T00:00"', text)
+        assert n == 1, name
+    text = re.sub(r"time_stride = \d+", "time_stride = 1", text)
+    cards = directory / "cards"
+    cards.mkdir()
+    (cards / "era5-wb2.toml").write_text(text)
+    return cards

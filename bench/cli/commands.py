@@ -1,8 +1,9 @@
 """The command line: ``python -m bench <command> …``.
 
-Only this module and its parser (bench/cli/parser.py) read arguments (DESIGN.md §2). Every
-command returns an exit code: 0 on success, 2 for bad input (one clear line on stderr,
-nothing written), 1 for a failure while working.
+Only bench/cli/ reads arguments (DESIGN.md §2). Every command returns an exit code: 0 on
+success, 2 for bad input (one line on stderr naming the flag and the value, nothing written,
+nothing built), 1 for a failure while working. Bad input is found before any work: each
+command reads its settings from the flags (bench/cli/flags.py), then runs ``preflight`` once.
 """
 
 from __future__ import annotations
@@ -13,7 +14,15 @@ import textwrap
 from pathlib import Path
 
 from bench.cli.experiments import cmd_check, cmd_single_obs
-from bench.cli.parser import UsageError, build_parser, method_settings
+from bench.cli.flags import (
+    UsageError,
+    bad_input,
+    config_from_args,
+    flag_message,
+    settings_from_args,
+)
+from bench.cli.parser import build_parser
+from bench.config import ConfigError
 from bench.report.tables import HEADLINE
 
 
@@ -40,53 +49,62 @@ def _cmd_worlds(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from bench.worlds import UnknownWorldError, load_world
+    cfg = config_from_args(args)
 
-    overrides = {"path": args.era5_path} if args.era5_path else {}
-    try:
-        world = load_world(args.world, **overrides)
-    except (UnknownWorldError, TypeError) as err:
-        raise UsageError(str(err)) from None
+    from bench.setup import open_world
+
+    with bad_input():
+        world = open_world(cfg)
     print(world.prepare(progress=not args.quiet))
     return 0
 
 
-
-
 def _train_method(args: argparse.Namespace) -> int:
-    """`train <method>`: run a registered method's prepare() (training, statistics) into its
-    cache, exactly as `run` would, so a later run starts at once."""
-    import shutil
+    """`train <method>`: fit a registered method into the runner's cache, exactly as `run`
+    would (same world, model and --set values), so a later run starts at once."""
     import time
 
-    from bench import runner
-    from bench.config import CycleSettings, RunConfig
-    from bench.worlds import UnknownWorldError
-    from methods import UnknownMethodError
-
-    try:
-        cfg = RunConfig(world=args.world, methods=(args.what,), cycle=CycleSettings(days=1),
-                        threads=args.threads, method_settings=method_settings(args.set))
-        runner.preflight(cfg)
-        method = runner.build_method(cfg, args.what)
-    except (ValueError, UnknownWorldError, UnknownMethodError) as err:
-        raise UsageError(f"cannot train {args.what!r}: {err} (valid: emulator or a method "
-                         f"of `python -m bench methods`)") from None
     if args.steps is not None:
         raise UsageError(f"--steps applies to the emulator only; {args.what}'s training "
                          f"settings are fields of the method (see `python -m bench methods`)")
-    s = runner.setup(cfg, progress=not args.quiet)
-    ctx = runner.training_context(s, method, progress=not args.quiet)
-    if args.retrain and ctx.cache_dir.exists():
-        shutil.rmtree(ctx.cache_dir)
+    for item in args.set or []:
+        if item.partition(".")[0] != args.what:
+            raise UsageError(f"--set {item}: `train {args.what}` takes settings of "
+                             f"{args.what} only (--set {args.what}.FIELD=VALUE)")
+    cfg = config_from_args(args, methods=(args.what,))
+
+    from bench import runner
+    from bench.setup import build_method, fit_and_load, fit_entry, setup
+
+    with bad_input(f"cannot train {args.what!r}: "):
+        runner.preflight(cfg)
+    s = setup(cfg, progress=not args.quiet)
+    method = build_method(cfg, args.what)
     start = time.perf_counter()
-    method.prepare(ctx)
-    print(f"{args.what}: prepared in {time.perf_counter() - start:.1f} s; cached in "
-          f"{ctx.cache_dir}")
+    fit_and_load(s, method, progress=not args.quiet, refit=args.retrain)
+    print(f"{args.what}: fitted (or loaded) in {time.perf_counter() - start:.1f} s; cached in "
+          f"{fit_entry(s, method)}")
     return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.what != "emulator":
+        return _train_method(args)
+    if args.set:
+        raise UsageError(f"--set {args.set[0]}: --set sets a method's fields; the emulator's "
+                         "training length is --steps")
+    cfg = config_from_args(args)
+
+    from bench.setup import open_world
+
+    with bad_input():
+        world = open_world(cfg)
+    return _train_emulator(args, cfg, world)
+
+
+def _train_emulator(args: argparse.Namespace, cfg, world) -> int:
+    """Train (or load) the emulator, print its validation skill by lead time, and optionally
+    write it as a table."""
     import dataclasses
 
     import torch
@@ -95,26 +113,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bench.forecast.emulator_train import load_or_train, load_period
     from bench.forecast.skill import lead_time_rmse
     from bench.store import command_line, write_table
-    from bench.worlds import UnknownWorldError, load_world
 
-    if args.what != "emulator":
-        return _train_method(args)
-    if args.set:
-        raise UsageError(f"--set {args.set[0]!r}: --set sets a method's fields; the emulator's "
-                         "training length is --steps")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be a positive number of optimiser steps, got {args.steps}")
-    try:
-        world = load_world(args.world)
-    except UnknownWorldError as err:
-        raise UsageError(str(err)) from None
-    cfg = EmulatorConfig()
-    if args.steps is not None:
-        cfg = dataclasses.replace(cfg, steps=args.steps)
-    torch.set_num_threads(args.threads)
-    model, log = load_or_train(world, cfg, progress=not args.quiet, retrain=args.retrain)
+    emulator = EmulatorConfig()
+    if cfg.forecast.emulator_steps is not None:
+        emulator = dataclasses.replace(emulator, steps=cfg.forecast.emulator_steps)
+    torch.set_num_threads(cfg.threads)
+    model, log = load_or_train(world, emulator, progress=not args.quiet, retrain=args.retrain)
     print(f"emulator: {log['parameters']} parameters, trained in {log['seconds']} s "
-          f"({cfg.steps} steps); final loss {log['losses'][-1][1]:.4f}")
+          f"({emulator.steps} steps); final loss {log['losses'][-1][1]:.4f}")
     climatology = load_period(world, "train").mean(dim=0)
     table = lead_time_rmse(model, load_period(world, "valid"), climatology, channels=HEADLINE)
     wide = table.pivot(index="channel", columns="lead_hours", values="model").loc[list(HEADLINE)]
@@ -124,7 +130,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         notes = (f"Latitude-weighted RMSE (physical units) of the built-in emulator on the "
                  f"validation period of `{world.name}`, daily starts, next to persistence and "
                  f"the training-period climatology. Emulator: {log['parameters']} parameters, "
-                 f"{cfg.steps} steps, trained in {log['seconds']} s.")
+                 f"{emulator.steps} steps, trained in {log['seconds']} s.")
         paths = write_table(table, args.results, "skill", "Emulator skill by lead time",
                             command_line(), notes)
         print("wrote", ", ".join(map(str, paths)))
@@ -132,53 +138,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_samples(args: argparse.Namespace) -> int:
+    from bench.samples import SampleSettings
+
+    cfg = config_from_args(args)
+    with bad_input():  # SampleSettings raises plain ValueErrors
+        settings = settings_from_args(args, SampleSettings)
+
     import torch
 
     from bench.forecast.emulator_train import emulator_entry, load_or_train
-    from bench.samples import KINDS, SampleSettings, load_or_make_samples
-    from bench.worlds import UnknownWorldError, load_world
+    from bench.samples import load_or_make_samples
+    from bench.setup import open_world
 
-    if args.kind not in KINDS:
-        raise UsageError(f"unknown sample kind {args.kind!r}; valid kinds are {', '.join(KINDS)}")
-    try:
-        world = load_world(args.world)
-        settings = SampleSettings(kind=args.kind, lead_hours=args.lead_hours)
-    except (UnknownWorldError, ValueError) as err:
-        raise UsageError(str(err)) from None
-    torch.set_num_threads(args.threads)
+    with bad_input():
+        world = open_world(cfg)
+    torch.set_num_threads(cfg.threads)
     model, _ = load_or_train(world, progress=not args.quiet)
     key = emulator_entry(world, model.config).name
     samples = load_or_make_samples(world, model, key, settings, progress=not args.quiet)
     spec = world.spec
     std = samples.std(dim=(0, 2, 3)).double() * torch.tensor(spec.std)
-    print(f"{samples.shape[0]} {args.kind} samples of shape {tuple(samples.shape[1:])} "
+    print(f"{samples.shape[0]} {settings.kind} samples of shape {tuple(samples.shape[1:])} "
           f"from the training period of {world.name}")
     for name in HEADLINE:
         i = spec.index(name)
         print(f"  {name:>5}: std {float(std[i]):.4g} {spec.channels[i].units}")
     return 0
-
-
-def run_config(args: argparse.Namespace):
-    """The RunConfig a ``run`` command line describes (every flag maps to one field)."""
-    from bench.config import CycleSettings, ForecastSettings, RunConfig
-
-    return RunConfig(
-        world=args.world, era5_path=args.era5_path,
-        forecast=ForecastSettings(kind=args.model, fengwu_onnx=args.fengwu_onnx,
-                                  fengwu_mean=args.fengwu_mean, fengwu_std=args.fengwu_std,
-                                  emulator_steps=args.emulator_steps),
-        methods=args.methods, densities=args.density, seeds=args.seeds,
-        obs_sampling=args.obs_sampling, obs_noise=args.obs_noise, obs_redraw=not args.obs_fixed,
-        cycle=CycleSettings(days=args.days, first_lead_hours=args.first_lead, start=args.start,
-                            spinup_cycles=args.spinup_cycles,
-                            divergence_factor=args.divergence_factor,
-                            forecast_every=args.forecast_every,
-                            forecast_hours=args.forecast_hours,
-                            history_update=args.history_update),
-        device=args.device, threads=args.threads,
-        method_settings=method_settings(args.set),
-    )
 
 
 def _report(ds, out, command: str) -> None:
@@ -202,28 +187,30 @@ def _check_executor_flags(args: argparse.Namespace) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    """Every check first (flags, config, methods and --set values, world card, FengWu files,
+    --out, executor flags: ``preflight`` once), then the grid."""
+    cfg = config_from_args(args)  # before the harness is imported: the flags alone first
+
     from bench import runner
     from bench.store import command_line
-    from bench.worlds import UnknownWorldError
-    from methods import UnknownMethodError
 
     command = command_line()
-    executor = None
-    try:
-        cfg = run_config(args)
+    with bad_input():
         _check_executor_flags(args)
         runner.preflight(cfg)
         runner.check_output(Path(args.out), cfg, args.resume)
-        if args.executor == "dask":
-            from bench.dask_executor import connect
+    executor = None
+    if args.executor == "dask":
+        from bench.dask_executor import connect
 
+        with bad_input():
             executor = connect(args.scheduler, args.dask_workers, cfg.device)
-    except (ValueError, UnknownWorldError, UnknownMethodError) as err:
-        raise UsageError(str(err)) from None
     try:
         ds = runner.run(cfg, args.out, resume=args.resume, progress=not args.quiet,
                         command=command, executor=executor)
-    except ValueError as err:  # bad input discovered while setting up (ERA5 store, FengWu graph)
+    except ConfigError:
+        raise  # main names its flag
+    except ValueError as err:  # bad input found while setting up (ERA5 store, FengWu graph)
         raise UsageError(str(err)) from None
     finally:
         if executor is not None:
@@ -234,12 +221,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
+    """Each registered method, its settings (what --set may change) and what it needs."""
     from methods import METHODS
 
     for name, cls in METHODS.items():
         doc = (cls.__doc__ or "").strip().splitlines()[0]
         print(f"{name:>8}  {cls.__name__}: {doc}")
-        print(f"{'':>10}settings: {cls().config()}")
+        settings = {k: v for k, v in cls().config().items() if k != "seed"}
+        print(f"{'':>10}settings: {settings}")
+        needs = [f"{k} {getattr(cls, k)}" for k in ("members", "window_hours")
+                 if getattr(cls, k, 0)]
+        if needs:
+            print(f"{'':>10}needs: {', '.join(needs)}")
     return 0
 
 
@@ -275,20 +268,23 @@ def _cmd_timing(args: argparse.Namespace) -> int:
     """One analysis per method at any grid with random weights: time, memory, kernel rates."""
     import torch
 
+    from bench.config import RunConfig
     from bench.experiments.timing import TimingSettings, format_for_terminal, run_timing
     from bench.store import command_line
 
-    settings = TimingSettings(methods=args.methods, grid=args.grid, channels=args.channels,
-                              density=args.density, repeats=args.repeats, device=args.device,
-                              seed=args.seed)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads {args.threads} must be at least 1")
-        torch.set_num_threads(args.threads)
+    settings = settings_from_args(args, TimingSettings)
+    threads = next(f for f in args.flags if f.name == "--threads").value(args)
+    if threads is not None:
+        RunConfig(threads=threads)  # the run's rule for --threads (ConfigError names it)
+        torch.set_num_threads(threads)
+    with bad_input():
+        settings.check()
     try:
         table, paths = run_timing(settings, args.out, command_line(),
                                   progress=None if args.quiet else print)
-    except ValueError as err:  # bad settings, or a grid that would not fit in memory
+    except ConfigError:
+        raise
+    except ValueError as err:  # a grid that would not fit in memory
         raise UsageError(str(err)) from None
     print(format_for_terminal(table))
     print("wrote", ", ".join(map(str, paths)))
@@ -305,9 +301,16 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    try:
+        args = build_parser(command).parse_args(argv)
+    except SystemExit as done:  # --help, or argparse's own one-line error: an exit code too
+        return int(done.code or 0)
     try:
         return COMMANDS[args.handler](args)
+    except ConfigError as err:  # raised anywhere (config, runner, cycle): named as its flag
+        print(f"error: {flag_message(err, args)}", file=sys.stderr)
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+    return 2

@@ -36,7 +36,7 @@ from bench.config import ObservationSettings
 from bench.forecast.base import STEP_HOURS, ForecastModel
 from bench.observations import observe
 from bench.state import StateSpec
-from methods.base import Assimilator, Background
+from methods.base import Analyser, Background, ObservationWindow
 
 #: Valid values of ``errors``.
 ERROR_KINDS = ("forecast", "nmc")
@@ -87,14 +87,18 @@ def cases(model: ForecastModel, truth: torch.Tensor, times: np.ndarray, errors: 
     return out
 
 
-def error_ratios(methods: dict[str, Assimilator], case_list: list[Case], spec: StateSpec,
-                 densities: tuple[float, ...], observations: ObservationSettings
-                 ) -> pd.DataFrame:
+def error_ratios(methods: dict[str, Analyser], case_list: list[Case], spec: StateSpec,
+                 densities: tuple[float, ...], observations: ObservationSettings,
+                 members: dict[str, list[torch.Tensor]] | None = None,
+                 windowed: tuple[str, ...] = ()) -> pd.DataFrame:
     """Long table: method, density, channel, ratio r_c, background RMSE (physical units).
 
     The observations of case k are drawn as those of cycle k of a run (same seeds), so every
-    method sees the same y.
+    method sees the same y. ``members[name][k]``: case k's background members (N, history,
+    C, H, W) for an ensemble method; a method in ``windowed`` gets its observations as a
+    window of one time (the analysis time: this check is static).
     """
+    members = members or {}
     weights = spec.latitude_weights()
     truth = torch.stack([c.x_true for c in case_list]).double()
     x_b = torch.stack([c.x_b for c in case_list]).double()
@@ -106,8 +110,11 @@ def error_ratios(methods: dict[str, Assimilator], case_list: list[Case], spec: S
         obs = [observe(c.x_true, spec, settings, cycle=k) for k, c in enumerate(case_list)]
         for name, method in methods.items():
             x_a = torch.stack([
-                method.analyse(Background(c.x_b, c.history, c.valid_time, c.lead_hours, k),
-                               obs[k]).double()
+                method.analyse(
+                    Background(c.x_b, c.history, c.valid_time, c.lead_hours, k,
+                               members=members[name][k] if name in members else None),
+                    ObservationWindow(((0, obs[k]),)) if name in windowed else obs[k]
+                ).x_a.double()
                 for k, c in enumerate(case_list)])
             ratio = metrics.rmse(x_a, truth, weights) / rmse_b
             rows += [{"method": name, "density": density, "channel": ch, "ratio": float(r),
@@ -129,32 +136,37 @@ def summary(table: pd.DataFrame, channels: tuple[str, ...]) -> pd.DataFrame:
 def run_check(cfg, out: str | Path, errors: str = "forecast", lead_hours: int = 48,
               starts: int = 8, command: str = "", progress: bool = True
               ) -> tuple[pd.DataFrame, list[Path]]:
-    """Prepare the methods of ``cfg`` (a RunConfig; from the cache when trained) and check
+    """Fit the methods of ``cfg`` (a RunConfig; from the cache when fitted before) and check
     them on the world's validation period; write ``analysis_check.{md,csv,tex}`` (headline
     channels and the mean over all channels) and ``analysis_check_channels.csv`` (every
     channel) under ``out``. Returns the wide table and the paths written."""
-    from bench import runner
     from bench.report.tables import HEADLINE
+    from bench.setup import build_method, ensemble_perturbations, fit_and_load, setup
     from bench.store import write_csv, write_table
 
-    s = runner.setup(cfg, progress=progress)
+    s = setup(cfg, progress=progress)
     spec, valid = s.world.spec, s.world.period("valid")
     truth = spec.to_tensor(valid.load()).float()
     case_list = cases(s.model, truth, valid.time.values, errors, lead_hours, starts)
-    methods = {}
+    analysers, members, windowed = {}, {}, []
     for name in cfg.methods:
-        method = runner.build_method(cfg, name, seed=cfg.seeds[0])
-        method.prepare(runner.training_context(s, method, progress=progress))
-        methods[name] = method
-    observations = ObservationSettings(density=cfg.densities[0], sampling=cfg.obs_sampling,
-                                       noise_fraction=cfg.obs_noise, seed=cfg.seeds[0])
-    table = error_ratios(methods, case_list, spec, cfg.densities, observations)
+        method = build_method(cfg, name, seed=cfg.seeds[0])
+        analysers[name] = fit_and_load(s, method, progress=progress)
+        if method.members:  # the run's initial perturbations around each case's background
+            eps = ensemble_perturbations(s, cfg, cfg.seeds[0], method.members, progress)
+            members[name] = [c.history[None].to(eps) + eps[:, None] for c in case_list]
+        if method.window_hours:
+            windowed.append(name)
+    observations = cfg.cell_observations(cfg.densities[0], cfg.seeds[0])
+    table = error_ratios(analysers, case_list, spec, cfg.densities, observations, members,
+                         tuple(windowed))
     wide = summary(table, HEADLINE)
     what = (f"truth − forecast, lead {lead_hours} h" if errors == "forecast"
             else "held-out NMC differences (48 h − 24 h forecasts)")
     notes = (f"Analysis RMSE / background RMSE (latitude-weighted, over {len(case_list)} starts "
              f"of the validation period; below 1 = error removed). Background errors: {what}. "
-             f"Observation noise {cfg.obs_noise:g} of each channel's climatological std. "
+             f"Observation noise {cfg.observations.noise_fraction:g} of each channel's "
+             "climatological std. "
              "`all`: mean of the ratio over all channels. See bench/experiments/check.py.")
     paths = write_table(wide, out, "analysis_check", "One analysis against a known error",
                         command, notes)

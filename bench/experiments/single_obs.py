@@ -13,7 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 from bench.state import StateSpec
-from methods.base import Assimilator, Background, Observations
+from methods.base import Analyser, Background, Observations, ObservationWindow
 
 
 def single_observation(spec: StateSpec, x_b: torch.Tensor, channel: str, lat: float, lon: float,
@@ -40,7 +40,7 @@ def single_observation(spec: StateSpec, x_b: torch.Tensor, channel: str, lat: fl
 
 
 def single_observation_increments(
-    method: Assimilator,
+    method: Analyser,
     spec: StateSpec,
     channel: str = "z500",
     lat: float = 21.0,
@@ -49,11 +49,13 @@ def single_observation_increments(
     physical: bool = False,
     error_std: float = 0.1,
     x_b: torch.Tensor | None = None,
+    members: torch.Tensor | None = None,
+    window_hours: int = 0,
 ) -> torch.Tensor:
     """x_a − x_b (C, H, W), normalised, for one observation of ``channel`` near (lat, lon).
 
     Args:
-        method: a *prepared* method (prepare(ctx) already called).
+        method: a fitted method's analyser (bench/setup.fit_and_load).
         spec: the world's StateSpec.
         innovation: y − x_b at the observation; normalised units (a multiple of the channel's
             std), or physical units (e.g. −100 m² s⁻² for z500) with ``physical=True``.
@@ -61,14 +63,19 @@ def single_observation_increments(
         x_b: (C, H, W) background, normalised; default zeros (the climatological mean). For a
             linear analysis (3DVar) the increment does not depend on it; for non-linear
             methods pass a real background.
+        members: (N, history, C, H, W) background members, for an ensemble method.
+        window_hours: > 0 for a 4D method: the observation is its window's only one, at the
+            analysis time (offset 0), without a model.
     """
     if x_b is None:
         x_b = torch.zeros(spec.shape)
     if physical:
         innovation = innovation / float(spec.std[spec.index(channel)])
     obs = single_observation(spec, x_b, channel, lat, lon, innovation, error_std)
-    background = Background(x_b, x_b[None].clone(), np.datetime64("2000-01-01"), 6, 0)
-    return method.analyse(background, obs) - x_b
+    background = Background(x_b, x_b[None].clone(), np.datetime64("2000-01-01"), 6, 0,
+                            members=members)
+    given = ObservationWindow(((0, obs),)) if window_hours else obs
+    return method.analyse(background, given).x_a - x_b
 
 
 def figure(increments_by_method: dict[str, torch.Tensor], spec: StateSpec,

@@ -30,24 +30,21 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import store
-from bench.config import ObservationSettings
+from bench.config import DEVICES, ConfigError, ObservationSettings
 from bench.experiments.synthetic import (
     MAX_CHANNELS,
-    MemoryEstimate,
     available_bytes,
-    estimate_memory,
+    harness_bytes,
     synthetic_spec,
     untrained,
 )
 from bench.observations import observe
+from bench.setup import resolve_device
 from bench.state import StateSpec
 from bench.timing import device_name, measure
-from methods import get_method
-from methods.base import Assimilator, Background, Observations
+from methods import METHODS, get_method
+from methods.base import Analyser, Assimilator, Background, Kernel, MemoryEstimate, Observations
 
-DEVICES = ("auto", "cpu", "cuda")
-#: Diagnostics that count the expensive evaluations of an analysis, per method.
-EVALUATIONS = {"3dvar": "iterations", "vaevar": "cost_evaluations", "diffda": "denoiser_calls"}
 #: Timed calls of the dominant kernel (median).
 KERNEL_REPEATS = 3
 GIB = 2.0**30
@@ -56,9 +53,15 @@ MIB = 2.0**20
 
 @dataclasses.dataclass(frozen=True)
 class TimingSettings:
-    """What ``python -m bench timing`` measures (one row per method)."""
+    """What ``python -m bench timing`` measures (one row per method).
 
-    methods: tuple[str, ...] = ("3dvar", "vaevar", "diffda", "interp", "none")
+    ``methods``: registered names; empty (the default) times every registered method.
+    """
+
+    methods: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "methods", tuple(self.methods or METHODS))
     grid: str = "32x64"
     channels: int = MAX_CHANNELS
     density: float = 0.01
@@ -76,8 +79,6 @@ class TimingSettings:
 
     def check(self) -> None:
         """Raise a ValueError naming the first bad value (the CLI turns it into exit code 2)."""
-        if not self.methods:
-            raise ValueError("--methods is empty; give e.g. --methods 3dvar,none")
         for name in self.methods:
             get_method(name)  # UnknownMethodError (a ValueError) lists the valid names
         self.shape()
@@ -87,18 +88,9 @@ class TimingSettings:
             raise ValueError(f"--density {self.density} is outside (0, 1]")
         if self.repeats < 1:
             raise ValueError(f"--repeats {self.repeats} must be at least 1")
+        if self.device not in DEVICES:
+            raise ConfigError("device", self.device, f"one of {', '.join(DEVICES)}")
         resolve_device(self.device)
-
-
-def resolve_device(text: str) -> torch.device:
-    """auto -> cuda if available, else cpu; ValueError for other names or a missing GPU."""
-    if text not in DEVICES:
-        raise ValueError(f"--device {text!r} is not one of {', '.join(DEVICES)}")
-    if text == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available (use cpu or auto)")
-    if text == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(text)
 
 
 # ----------------------------------------------------------------------------- device peaks
@@ -136,61 +128,6 @@ def device_peaks(device: torch.device) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- kernels
-@dataclasses.dataclass(frozen=True)
-class Kernel:
-    """The dominant kernel of a method: ``fn()`` does one call; ``unit`` is "FLOP" (compare
-    with the matmul peak of ``dtype``) or "B" (bytes moved, compare with the copy peak)."""
-
-    label: str
-    fn: Callable[[], object]
-    unit: str
-    dtype: str = "float32"
-    work: float | None = None  # bytes per call for unit "B"; FLOPs are counted
-
-
-def dominant_kernel(name: str, method: Assimilator, background: Background,
-                    obs: Observations) -> Kernel:
-    """The kernel that dominates ``name``'s analysis, as a callable on the same data."""
-    x_b = background.x_b
-    if name == "3dvar":
-        b = method.b_matrix
-        w = torch.randn(b.shape_w, dtype=torch.float64, device=x_b.device)
-        return Kernel("U and Uᵀ (SHT pair)", lambda: b.u_adjoint(b.u(w)), "FLOP", "float64")
-    if name == "vaevar":
-        decoder = method.decoder
-        dtype = method.scale.dtype
-        w = torch.randn(1, *method._latent_shape, dtype=dtype, device=x_b.device,
-                        requires_grad=True)
-
-        def decode_and_gradient():
-            # backward(), not autograd.grad: the FLOP counter's module hooks reject the latter
-            w.grad = None
-            with torch.enable_grad():
-                decoder(w).square().sum().backward()
-            return w.grad
-
-        return Kernel("decoder D(w) + gradient", decode_and_gradient, "FLOP",
-                      str(dtype).removeprefix("torch."))
-    if name == "diffda":
-        denoiser, _ = method.denoiser(background.lead_hours)
-        z = torch.randn(1, *x_b.shape, device=x_b.device)
-        x_hat = x_b[None].float()
-        t = torch.full((1,), 500, dtype=torch.long, device=x_b.device)
-
-        def call():
-            with torch.no_grad():
-                return denoiser(z, t, x_hat)
-
-        return Kernel("one denoiser call", call, "FLOP", "float32")
-    if name == "interp":
-        # the kernel-weighted sums are most of its work; the distance kernel itself is
-        # elementwise (not counted), so its FLOP rate is a lower bound
-        return Kernel("whole analysis (kernel sums)", lambda: method.analyse(background, obs),
-                      "FLOP", "float64")
-    return Kernel("copy of x_b", lambda: x_b.clone(), "B",
-                  work=2.0 * x_b.numel() * x_b.element_size())
-
-
 def kernel_rate(kernel: Kernel, device: torch.device, peaks: dict[str, float]
                 ) -> dict[str, float | str]:
     """Median seconds of one kernel call, its work, achieved rate and fraction of peak."""
@@ -209,40 +146,67 @@ def kernel_rate(kernel: Kernel, device: torch.device, peaks: dict[str, float]
 
 
 # ----------------------------------------------------------------------------- one method
-def synthetic_case(spec: StateSpec, density: float, device: torch.device, seed: int
-                   ) -> tuple[Background, Observations]:
-    """A random background (history of 2 frames) and "columns" observations of a random
-    truth at ``density``, 1 % noise: what a cycle would hand a method, without a world."""
+def synthetic_case(spec: StateSpec, density: float, device: torch.device, seed: int,
+                   members: int = 0) -> tuple[Background, Observations]:
+    """A random background (history of 2 frames; ``members`` perturbed copies for an ensemble
+    method) and "columns" observations of a random truth at ``density``, 1 % noise: what a
+    cycle would hand a method, without a world."""
     g = torch.Generator().manual_seed(seed)
     fields = torch.randn(3, *spec.shape, generator=g).to(device)
-    background = Background(fields[1], fields[:2], np.datetime64("2001-01-01"), 6, 0)
+    ensemble = None
+    if members:
+        noise = 0.1 * torch.randn(members, 2, *spec.shape, generator=g).to(device)
+        ensemble = fields[None, :2] + noise - noise.mean(0, keepdim=True)
+    background = Background(fields[1], fields[:2], np.datetime64("2001-01-01"), 6, 0,
+                            members=ensemble)
     obs = observe(fields[2], spec, ObservationSettings(density=density, seed=seed), cycle=0)
     return background, obs
 
 
-def time_method(name: str, spec: StateSpec, background: Background, obs: Observations,
-                device: torch.device, repeats: int, peaks: dict[str, float], seed: int = 0
-                ) -> dict:
+def synthetic_inputs(method: Assimilator, spec: StateSpec, density: float, device: torch.device,
+                     seed: int):
+    """(background, obs) for ``method``: Observations, or for a 4D method an
+    ObservationWindow of the same observations at every 6 h offset with a random-weight
+    emulator of the grid as its differentiable model (its cost is the emulator's)."""
+    background, obs = synthetic_case(spec, density, device, seed, method.members)
+    if not method.window_hours:
+        return background, obs
+    from bench.forecast.emulator import Emulator, EmulatorConfig, EmulatorNet
+    from methods.base import ObservationWindow
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = EmulatorNet(spec.shape[0], spec.lat, spec.shape[2], EmulatorConfig(), spec.grid)
+    model = Emulator(net, spec, device)
+    offsets = ObservationSettings().window_offsets(method.window_hours)
+    return background, ObservationWindow(tuple((o, obs) for o in offsets), model=model)
+
+
+def time_method(name: str, spec: StateSpec, density: float, device: torch.device, repeats: int,
+                peaks: dict[str, float], seed: int = 0) -> dict:
     """One row of the timing table for method ``name`` (see the module docstring)."""
-    method = untrained(name, spec, device, seed)
+    method = get_method(name)()
+    analyser: Analyser = untrained(method, spec, device, seed)
+    background, obs = synthetic_inputs(method, spec, density, device, seed)
 
     def analyse():
-        return method.analyse(background, obs)
+        return analyser.analyse(background, obs)
 
-    _, warm = measure(analyse, device)
+    analysis, warm = measure(analyse, device)
     runs = [measure(analyse, device)[1] for _ in range(repeats)]
     seconds = [m.seconds for m in runs]
-    evaluations = method.diagnostics().get(EVALUATIONS.get(name, ""), float("nan"))
+    evaluations = analysis.diagnostics.get("evaluations", float("nan"))
     median = stats.median(seconds)
     row = {
         "method": name,
+        "members": method.members,
         "median_s": median,
         "p90_s": float(np.percentile(seconds, 90)),
         "peak_mem_mib": max(m.peak_bytes for m in [warm, *runs]) / MIB,
         "evaluations": float(evaluations),
         "seconds_per_evaluation": median / evaluations if evaluations else float("nan"),
     }
-    row.update(kernel_rate(dominant_kernel(name, method, background, obs), device, peaks))
+    row.update(kernel_rate(analyser.dominant_kernel(background, obs), device, peaks))
     return row
 
 
@@ -253,9 +217,14 @@ def check_memory(settings: TimingSettings, spec: StateSpec, n_obs: int,
 
     Methods run one after another and are freed in between, so each must fit on its own.
     """
-    estimates = {name: estimate_memory(name, spec, n_obs) for name in settings.methods}
+    estimates = {}
+    for name in settings.methods:
+        method = get_method(name)()
+        estimates[name] = method.memory_estimate(spec, n_obs, method.members)
+    harness = {n: harness_bytes(spec, get_method(n).members) for n in settings.methods}
     available = available_bytes(device)
-    too_big = {n: e.total for n, e in estimates.items() if e.total > available}
+    too_big = {n: e.total + harness[n] for n, e in estimates.items()
+               if e.total + harness[n] > available}
     if too_big:
         worst = ", ".join(f"{n} ≈ {b / GIB:.1f} GiB" for n, b in too_big.items())
         where = "GPU memory free" if device.type == "cuda" else "RAM available"
@@ -281,16 +250,16 @@ def timing_table(settings: TimingSettings, progress: Callable[[str], None] | Non
     # checked before the states exist: at 0.25° they alone are ~1 GB
     n_obs = settings.channels * max(1, round(settings.density * nlat * nlon))
     estimates = check_memory(settings, spec, n_obs, device)
-    background, obs = synthetic_case(spec, settings.density, device, settings.seed)
     peaks = device_peaks(device)
     rows = []
     for name in settings.methods:
         if progress:
             progress(f"timing {name} at {nlat}x{nlon}x{settings.channels} on {device.type} …")
-        row = time_method(name, spec, background, obs, device, settings.repeats, peaks,
+        row = time_method(name, spec, settings.density, device, settings.repeats, peaks,
                           settings.seed)
         row["est_analysis_mib"] = estimates[name].analysis / MIB
-        row["est_total_mib"] = estimates[name].total / MIB
+        row["est_total_mib"] = (estimates[name].total + harness_bytes(
+            spec, int(row["members"]))) / MIB
         rows.append(row)
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -299,7 +268,7 @@ def timing_table(settings: TimingSettings, progress: Callable[[str], None] | Non
     table.insert(1, "device", name)
     table.insert(2, "grid", f"{nlat}x{nlon} {spec.grid}")
     table.insert(3, "channels", settings.channels)
-    table.insert(4, "observations", len(obs))
+    table.insert(4, "observations", n_obs)
     table.insert(5, "repeats", settings.repeats)
     return table, name
 
@@ -315,9 +284,10 @@ def notes(settings: TimingSettings, device: str) -> str:
         f"{settings.repeats} analyses after one warm-up; peak_mem_mib: the largest memory an "
         "analysis added (CUDA: max_memory_allocated; CPU: resident set size); est_analysis_mib: "
         "its estimate; est_total_mib: the estimate with the method's tables/weights and the "
-        "process, used to refuse runs that would not fit. evaluations: L-BFGS iterations "
-        "(3dvar), cost evaluations (vaevar; a random decoder stops L-BFGS early, so compare "
-        "seconds_per_evaluation), denoiser calls (diffda). Kernel columns: the dominant "
+        "process, used to refuse runs that would not fit. evaluations: the method's "
+        "`evaluations` diagnostic (cost-function evaluations of variational methods, denoiser "
+        "calls of diffusion methods; a random decoder stops VAE-Var's L-BFGS early, so compare "
+        "seconds_per_evaluation). Kernel columns: the dominant "
         "kernel timed alone; its work in FLOP (matmuls/convolutions/attention counted by "
         "torch.utils.flop_counter; FFTs and elementwise work are not, so fractions are lower "
         "bounds) or bytes moved; device_peak_per_s: a measured matmul of the kernel's dtype or "

@@ -15,9 +15,10 @@ import abc
 
 import torch
 
+from bench.config import STEP_HOURS
 from bench.state import StateSpec
 
-STEP_HOURS = 6
+__all__ = ["STEP_HOURS", "ForecastModel", "same_device"]
 
 
 def same_device(a: torch.device, b: torch.device) -> bool:
@@ -38,11 +39,17 @@ class ForecastModel(abc.ABC):
         spec: the StateSpec of the states it reads and writes (normalised tensors).
         history: number of input frames (FengWu: 2).
         device: the torch device its tensors live on.
+        max_batch: the largest batch one call of ``step`` takes at once; the harness forecasts
+            an ensemble's members in batches of at most this (FengWu's ONNX graph: 1).
+        differentiable: whether gradients flow through ``step_differentiable`` (the emulator:
+            yes; FengWu's ONNX graph: no). 4D methods that differentiate the model need it.
     """
 
     spec: StateSpec
     history: int
     device: torch.device
+    max_batch: int = 64
+    differentiable: bool = False
 
     @abc.abstractmethod
     def _step(self, frames: torch.Tensor) -> torch.Tensor:
@@ -53,6 +60,21 @@ class ForecastModel(abc.ABC):
         """One 6-hour step: (B, history, C, H, W) normalised -> (B, C, H, W) normalised float32."""
         self.check_frames(frames)
         return self._step(frames.to(torch.float32))
+
+    def step_differentiable(self, frames: torch.Tensor) -> torch.Tensor:
+        """``step`` with autograd on: gradients flow from the output to ``frames`` (for 4D
+        methods; methods/base DifferentiableModel). Only for ``differentiable`` models."""
+        if not self.differentiable:
+            raise TypeError(f"{type(self).__name__} is not differentiable (its step runs "
+                            "outside autograd); a 4D method needs the built-in emulator")
+        self.check_frames(frames)
+        return self._step(frames.to(torch.float32))
+
+    def step_batched(self, frames: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """``step`` over any number of states in chunks of at most ``batch`` (default
+        ``max_batch``): (B, history, C, H, W) -> (B, C, H, W)."""
+        size = min(batch or self.max_batch, self.max_batch)
+        return torch.cat([self.step(frames[i: i + size]) for i in range(0, len(frames), size)])
 
     @torch.no_grad()
     def rollout(self, frames: torch.Tensor, n: int) -> torch.Tensor:

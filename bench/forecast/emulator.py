@@ -6,11 +6,12 @@ predicts the 6-hour increment in units of its per-channel standard deviation s_c
     x_{t+6h} = x_t + P(s ⊙ f_θ([x_{t−6h}, x_t, sin φ, cos φ]))
 
 with P the triangular truncation to the wavenumbers the grid resolves
-(bench/forecast/spectral_filter.py; EmulatorConfig.truncate_increments).
+(methods/common/spectral.py, with StateSpec's truncation rule; EmulatorConfig.truncate_increments).
 
 The output layer starts at zero, so an untrained emulator is persistence. Convolutions see the
-sphere: longitude wraps around (circular padding) and a row beyond a pole is the row next to
-it shifted by 180° of longitude (the grid point you reach by walking over the pole).
+sphere (methods/common/sphere.py): longitude wraps around (circular padding) and a row beyond a
+pole is the row next to it shifted by 180° of longitude (the grid point you reach by walking
+over the pole).
 Training is in emulator_train.py.
 """
 
@@ -24,8 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.forecast.base import ForecastModel
-from bench.forecast.spectral_filter import TriangularTruncation
 from bench.state import StateSpec
+from methods.common.spectral import TriangularTruncation
+from methods.common.sphere import SphereConv
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,30 +74,6 @@ class EmulatorConfig:
     truncate_increments: bool = True
 
 
-def sphere_pad(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad (..., H, W) by ``n`` on each side: circular in longitude, across the poles in latitude.
-
-    Requires an even W (the 180° shift is W/2 columns) and latitudes that do not include the
-    poles twice; on a Gaussian grid the row beyond the first row is the first row seen from the
-    other side of the pole.
-    """
-    w = x.shape[-1]
-    north = torch.roll(x[..., :n, :].flip(-2), w // 2, dims=-1)
-    south = torch.roll(x[..., -n:, :].flip(-2), w // 2, dims=-1)
-    x = torch.cat([north, x, south], dim=-2)
-    return F.pad(x, (n, n, 0, 0), mode="circular")
-
-
-class SphereConv(nn.Conv2d):
-    """3×3 convolution with sphere_pad instead of zero padding."""
-
-    def __init__(self, cin: int, cout: int):
-        super().__init__(cin, cout, kernel_size=3, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(sphere_pad(x, 1))
-
-
 class ResidualBlock(nn.Module):
     def __init__(self, width: int):
         super().__init__()
@@ -139,7 +117,10 @@ class EmulatorNet(nn.Module):
 
 
 class Emulator(ForecastModel):
-    """The trained EmulatorNet behind the ForecastModel contract."""
+    """The trained EmulatorNet behind the ForecastModel contract; differentiable (a 4D method
+    may take gradients through ``step_differentiable``; the weights themselves stay frozen)."""
+
+    differentiable = True
 
     def __init__(self, net: EmulatorNet, spec: StateSpec, device: str | torch.device = "cpu",
                  config: EmulatorConfig | None = None):
@@ -147,7 +128,7 @@ class Emulator(ForecastModel):
         self.config = config
         self.history = net.history
         self.device = torch.device(device)
-        self.net = net.to(self.device).eval()
+        self.net = net.to(self.device).eval().requires_grad_(False)
 
     def _step(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames)

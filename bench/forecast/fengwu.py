@@ -87,6 +87,8 @@ class FengWu(ForecastModel):
             polite on small machines; raise it for CPU runs on the 0.25° grid.
 
     Attributes:
+        max_batch (1: the release's batch dimension is fixed), differentiable (False: an ONNX
+            graph has no autograd): as in ForecastModel.
         spec, history (2), device: as in ForecastModel; ``device`` carries an explicit CUDA index
             (cuda:0, never bare cuda) so that it compares equal to tensors' devices.
         onnx_path: the resolved path of the graph.
@@ -100,6 +102,7 @@ class FengWu(ForecastModel):
     """
 
     history = HISTORY
+    max_batch = 1
 
     def __init__(
         self,

@@ -9,7 +9,9 @@ from bench.state import StateSpec
 
 
 class Persistence(ForecastModel):
-    """x_{t+6h} = x_t, with FengWu's two-frame history."""
+    """x_{t+6h} = x_t, with FengWu's two-frame history (differentiable: the identity)."""
+
+    differentiable = True
 
     def __init__(self, spec: StateSpec, history: int = 2, device: str | torch.device = "cpu"):
         self.spec = spec

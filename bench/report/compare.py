@@ -4,8 +4,9 @@ A sweep is a set of run directories that differ in a method's hyper-parameters, 
 sampling steps. Each (run, method, density) becomes one row labelled with the run's
 ``--set`` values for that method, with the analysis RMSE after spin-up of the headline
 channels (mean over cycles and seeds, as the skill table computes it) next to the median time
-per analysis — the trade-off a reader wants in one table. Reads metrics.nc and config.json
-only, like bench/report/tables.py.
+per analysis and of the forecast after it — the trade-off a reader wants in one table. Reads
+metrics.nc and config.json only, like bench/report/tables.py; runs written before metrics.nc
+recorded forecast times have NaN there.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import pandas as pd
 import xarray as xr
 
 from bench import store
-from bench.report.tables import HEADLINE, skill_numbers, timing_numbers
+from bench.report.selection import HEADLINE, headline_channels
+from bench.report.skill import skill_numbers
+from bench.report.timing import timing_numbers
 
 
 def settings_label(config: dict, method: str) -> str:
@@ -31,7 +34,8 @@ def compare_runs(runs: list[str | Path], channels: tuple[str, ...] = HEADLINE) -
 
     Columns: run, method, settings, density, status, diverged_cycle, <channel>_analysis (mean
     analysis RMSE after spin-up, the Dataset's units; NaN when diverged), median_seconds,
-    p90_seconds.
+    p90_seconds, median_forecast_seconds (the forecast after each analysis; NaN for a run
+    whose metrics do not record it).
     """
     rows = []
     for run in runs:
@@ -42,7 +46,7 @@ def compare_runs(runs: list[str | Path], channels: tuple[str, ...] = HEADLINE) -
                              f"config.json); pass directories written by `python -m bench run`")
         config = json.loads(config_path.read_text())
         with xr.open_dataset(metrics) as ds:
-            chans = tuple(c for c in channels if c in set(ds["channel"].values.tolist()))
+            chans = tuple(headline_channels(ds, channels))
             skill = skill_numbers(ds.load(), channels=chans)
             timing = timing_numbers(ds)
         merged = skill.merge(timing, on=["method", "density"])
@@ -51,7 +55,8 @@ def compare_runs(runs: list[str | Path], channels: tuple[str, ...] = HEADLINE) -
                    "settings": settings_label(config, r["method"]), "density": r["density"],
                    "status": r["status"], "diverged_cycle": r["diverged_cycle"]}
             row.update({f"{c}_analysis": r[f"{c}_analysis_mean"] for c in chans})
-            row.update(median_seconds=r["median_seconds"], p90_seconds=r["p90_seconds"])
+            row.update(median_seconds=r["median_seconds"], p90_seconds=r["p90_seconds"],
+                       median_forecast_seconds=r.get("median_forecast_seconds", float("nan")))
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -61,8 +66,9 @@ def write_comparison(runs: list[str | Path], out: str | Path, command: str,
     """compare_runs as ``comparison.{md,csv,tex}`` in ``out``."""
     table = compare_runs(runs, channels)
     notes = ("One row per run, method and density: mean analysis RMSE after each run's "
-             "spin-up (the skill table's numbers, in the metrics' units; q in kg kg⁻¹) and the "
-             "median and 90th percentile of the time per analysis. `settings` are the run's "
-             "`--set` values for the method. Runs: " + ", ".join(Path(r).name for r in runs))
+             "spin-up (the skill table's numbers, in the metrics' units; q in kg kg⁻¹), the "
+             "median and 90th percentile of the time per analysis and the median time of the "
+             "forecast after it. `settings` are the run's `--set` values for the method. "
+             "Runs: " + ", ".join(Path(r).name for r in runs))
     return store.write_table(table, out, "comparison", "Settings sweep: skill and cost",
                              command, notes)

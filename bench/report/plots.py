@@ -22,17 +22,13 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench import store
-from bench.report.tables import (
-    channel_label,
-    display_units,
-    diverged_seeds,
-    headline_channels,
-    skill_numbers,
-    spinup_of,
-)
+from bench.report.formatting import channel_label, display_scale, format_density
+from bench.report.selection import diverged_seeds, headline_channels, spinup_of
+from bench.report.skill import skill_numbers
+from bench.scorer import PHASES, select_cell, timing_frame
 
-#: Line style of each phase: the background dashed, the analysis solid.
-PHASE_LINESTYLES = {"background": (0, (4, 2)), "analysis": "-"}
+#: Line style of each phase (bench.scorer.PHASES): the background dashed, the analysis solid.
+PHASE_LINESTYLES = dict(zip(PHASES, ((0, (4, 2)), "-"), strict=True))
 #: Switch an axis to log scale when its largest value exceeds its smallest by this factor.
 LOG_SPREAD = 30.0
 
@@ -77,8 +73,7 @@ def rmse_over_cycles(ds: xr.Dataset, channel: str, density: float,
     (min–max). The spin-up is shaded. Where a seed diverged, the method's lines end before that
     cycle (a mean over the surviving seeds would change the sample mid-plot) and an ✕ at the
     top of the axes marks the cycle."""
-    scale = display_units(str(ds["units"].sel(channel=channel).values))[1]
-    rmse = ds["rmse"].sel({"channel": channel, "density": density}) * scale
+    rmse = ds["rmse"].sel(channel=channel) * display_scale(ds, channel)
     palette = method_palette(ds)
     cycles = ds["cycle"].values
     with _style():
@@ -90,7 +85,7 @@ def rmse_over_cycles(ds: xr.Dataset, channel: str, density: float,
             diverged = diverged_seeds(ds, method, density)
             first_bad = min((c for _, c, _ in diverged), default=np.inf)
             for phase, linestyle in PHASE_LINESTYLES.items():
-                per_seed = rmse.sel({"method": method, "phase": phase})
+                per_seed = select_cell(rmse, method, density).sel(phase=phase)
                 per_seed = per_seed.where(per_seed["cycle"] < first_bad).transpose("cycle", ...)
                 shown.append(per_seed.values.ravel())
                 ax.plot(cycles, per_seed.mean("seed", skipna=False), color=colour,
@@ -130,7 +125,7 @@ def rmse_vs_density(ds: xr.Dataset, channel: str, spinup_cycles: int | None = No
     error bars ±1σ over cycles and seeds (the skill table's numbers). A density at which a
     method diverged has no point; an ✕ at the top of the axes marks it."""
     numbers = skill_numbers(ds, spinup_cycles, channels=(channel,))
-    scale = display_units(str(ds["units"].sel(channel=channel).values))[1]
+    scale = display_scale(ds, channel)
     palette = method_palette(ds)
     densities = [float(d) for d in ds["density"].values]
     # Nudge methods apart along x (by a few per cent, log scale) so error bars do not overlap.
@@ -150,7 +145,7 @@ def rmse_vs_density(ds: xr.Dataset, channel: str, spinup_cycles: int | None = No
                     linestyle="none", markersize=10, color=palette[method],
                     transform=ax.get_xaxis_transform(), label=f"{method} diverged")
         ax.set_xscale("log")
-        ax.set_xticks(densities, [f"{d:g}" for d in densities])
+        ax.set_xticks(densities, [format_density(d) for d in densities])
         ax.minorticks_off()
         ax.set_xlabel("observation density (fraction of grid points)")
         ax.set_ylabel(f"analysis RMSE of {channel_label(ds, channel)}")
@@ -170,11 +165,10 @@ def time_per_analysis(ds: xr.Dataset) -> Axes:
     """Wall time of one analysis: a point per (method, density) at the median over all cycles
     and seeds, its whisker spanning the 10th–90th percentile (the table's p90 is its top); log y
     when the times differ by more than ``LOG_SPREAD``; the device in the title."""
-    seconds = ds["analysis_seconds"].to_dataframe(name="seconds").reset_index()
-    seconds = seconds[np.isfinite(seconds["seconds"])]
+    seconds = timing_frame(ds).rename(columns={"analysis_seconds": "seconds"})
     # Density as a category: seaborn would otherwise colour a numeric hue on a continuous scale.
-    seconds["density"] = [f"{d:g}" for d in seconds["density"]]
-    order = [f"{float(d):g}" for d in ds["density"].values]
+    seconds["density"] = [format_density(d) for d in seconds["density"]]
+    order = [format_density(float(d)) for d in ds["density"].values]
     with _style():
         ax = _new_axes(6.5, 4.5)
         # Points, not boxes: seaborn 0.13's boxplot passes matplotlib 3.11 a deprecated argument,

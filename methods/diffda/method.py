@@ -38,27 +38,32 @@ cases, 6 h denoiser: without observations the area-mean v increment is at most 0
 but that bias is a symptom, not the cause: removing each analysis's area-mean v increment
 removes the bias and the cycles diverge as before (v, u and q500 at ≈ 3 std by cycle 34). The
 cause is not yet known. Their σ is ``--set diffda.mask_sigma=1.5``.
+
+Lifecycle: ``fit`` trains one denoiser per lead and returns their weights and scales
+(``state_from`` builds the same dict from denoisers trained elsewhere); ``load`` rebuilds them
+on the analysis device for the ``DiffDAAnalyser`` (analysis.py), which samples.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from methods.base import Assimilator, Background, Observations, TrainingContext
+from bench.state import StateSpec
+from methods.base import Assimilator, MemoryEstimate, TrainingContext
+from methods.common import neighbours
+from methods.common.memory import activation_bytes, parameter_bytes
+from methods.diffda.analysis import DiffDAAnalyser
 from methods.diffda.denoiser import ConditionalDenoiser
-from methods.diffda.mask import soft_mask_and_values
-from methods.diffda.sampler import make_scheduler, repaint_sample
+from methods.diffda.sampler import make_scheduler
 from methods.diffda.train import forecast_pairs, train_denoiser
 
-#: The file in ctx.cache_dir holding the trained denoisers and their scales.
-CACHE_FILE = "diffda.pt"
 #: Hours per forecast-model step.
 STEP_HOURS = 6
+#: The per-channel scale s of ``untrained`` states (normalised units).
+UNTRAINED_SCALE = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +115,6 @@ class DiffDA(Assimilator):
     mask_sigma: float = 3.0
     mask_cutoff: float = 3.0
 
-    trains = True
     analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff")
 
     def __post_init__(self):
@@ -155,57 +159,18 @@ class DiffDA(Assimilator):
         settings.update(overrides)
         return cls(**settings)
 
-    # ------------------------------------------------------------------------------- training
-    def prepare(self, ctx: TrainingContext) -> None:
-        """Train one denoiser per lead on (truth, forecast) pairs of the training period, or
-        reload them from ctx.cache_dir; remember the grid's coordinates for the mask."""
-        path = Path(ctx.cache_dir) / CACHE_FILE
-        shape = tuple(int(v) for v in ctx.spec.shape)
-        saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-        if saved is None or tuple(saved["shape"]) != shape or \
-                tuple(saved["leads_hours"]) != self.leads_hours:
-            saved = self._train(ctx, shape)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(saved, tmp)
-            tmp.replace(path)  # atomic: a killed run never leaves half a file
-        models = {}
-        for lead, entry in zip(self.leads_hours, saved["models"], strict=True):
-            denoiser = self._build(shape, seed=0)
-            denoiser.load_state_dict(entry["state"])
-            models[lead] = (denoiser, entry["scale"])
-        self.set_denoisers(models, ctx.spec.lat, ctx.spec.lon, ctx.device, training={
-            "losses": {lead: e["losses"] for lead, e in zip(self.leads_hours, saved["models"],
-                                                            strict=True)},
-            "train_seconds": saved["train_seconds"]})
+    # ------------------------------------------------------------------------------- lifecycle
+    def fit(self, ctx: TrainingContext) -> dict:
+        """Train one denoiser per lead on (truth, forecast) pairs of the training period (on
+        ctx.device; the k-th lead's weights and batches seeded by ctx.seed + k).
 
-    def set_denoisers(self, models: dict[int, tuple[ConditionalDenoiser, torch.Tensor]],
-                      lat, lon, device: torch.device | str = "cpu",
-                      training: dict | None = None) -> None:
-        """Use ``models`` = {lead hours: (ε_θ, s (C,))} on the grid (lat (H,), lon (W,) in
-        degrees) for the analysis: what prepare() does after training or loading; also the
-        way to analyse with denoisers trained elsewhere, or random ones for timing."""
-        if set(models) != set(self.leads_hours):
-            raise ValueError(f"models has leads {sorted(models)} h; this DiffDA's leads_hours "
-                             f"are {list(self.leads_hours)}")
-        shapes = {tuple(d.shape) for d, _ in models.values()}
-        if len(shapes) != 1:
-            raise ValueError(f"the denoisers are for different (C, H, W): {sorted(shapes)}")
-        (shape,) = shapes
-        if (len(lat), len(lon)) != shape[1:]:
-            raise ValueError(f"lat/lon give a {len(lat)}×{len(lon)} grid; the denoisers are "
-                             f"for {shape[1]}×{shape[2]}")
-        object.__setattr__(self, "_models", {
-            lead: (d.to(device).eval().requires_grad_(False), s.to(device, torch.float32))
-            for lead, (d, s) in models.items()})
-        object.__setattr__(self, "_shape", shape)
-        object.__setattr__(self, "_grid", (np.asarray(lat, dtype=np.float64),
-                                           np.asarray(lon, dtype=np.float64)))
-        object.__setattr__(self, "_training", training or {"losses": {}, "train_seconds": 0.0})
-        object.__setattr__(self, "_diagnostics", {})
-
-    def _train(self, ctx: TrainingContext, shape: tuple[int, int, int]) -> dict:
+        Returns:
+            {"shape": [C, H, W], "leads_hours": [...], "models": [per lead: {"state": the
+            denoiser's state_dict (CPU), "scale": s (C,), "losses": per step, "n_pairs"}],
+            "train_seconds"}.
+        """
         start = time.perf_counter()
+        shape = tuple(int(v) for v in ctx.spec.shape)
         truth = ctx.train_truth().to(torch.float32)
         entries = []
         for k, lead in enumerate(self.leads_hours):
@@ -214,7 +179,7 @@ class DiffDA(Assimilator):
             targets = truth[target_index]
             # s: per-channel std of the training increments truth − forecast
             scale = (targets - forecasts).std(dim=(0, 2, 3)).clamp_min(1e-6)
-            denoiser = self._build(shape, seed=ctx.seed + k).to(ctx.device)
+            denoiser = self.network(shape, seed=ctx.seed + k).to(ctx.device)
             losses = train_denoiser(
                 denoiser, forecasts, targets, scale, steps=self.train_steps,
                 batch_size=self.batch_size, lr=self.lr, seed=ctx.seed + k,
@@ -226,84 +191,83 @@ class DiffDA(Assimilator):
         return {"shape": list(shape), "leads_hours": list(self.leads_hours), "models": entries,
                 "train_seconds": time.perf_counter() - start}
 
-    def _build(self, shape: tuple[int, int, int], seed: int) -> ConditionalDenoiser:
+    def state_from(self, models: dict[int, tuple[ConditionalDenoiser, torch.Tensor]],
+                   train_seconds: float = 0.0) -> dict:
+        """The state ``load`` takes, from ``models`` = {lead hours: (ε_θ, s (C,))} trained
+        elsewhere (or random, for timing): fit's dict, without losses. Copies the weights."""
+        if set(models) != set(self.leads_hours):
+            raise ValueError(f"models has leads {sorted(models)} h; this DiffDA's leads_hours "
+                             f"are {list(self.leads_hours)}")
+        shapes = {tuple(d.shape) for d, _ in models.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"the denoisers are for different (C, H, W): {sorted(shapes)}")
+        (shape,) = shapes
+        entries = []
+        for lead in self.leads_hours:
+            denoiser, scale = models[lead]
+            scale = torch.as_tensor(scale)
+            if tuple(scale.shape) != (shape[0],):
+                raise ValueError(f"the {lead} h scale must have shape ({shape[0]},), got "
+                                 f"{tuple(scale.shape)}")
+            entries.append({"state": {n: v.detach().cpu().clone()
+                                      for n, v in denoiser.state_dict().items()},
+                            "scale": scale.detach().cpu().clone(), "losses": [], "n_pairs": 0})
+        return {"shape": list(shape), "leads_hours": list(self.leads_hours), "models": entries,
+                "train_seconds": float(train_seconds)}
+
+    def load(self, state: dict, spec: StateSpec, device: torch.device | str) -> DiffDAAnalyser:
+        """Rebuild each lead's denoiser from ``state`` on ``device`` (frozen, eval mode), with
+        its scale s (float32) and the grid's coordinates for the mask."""
+        shape = tuple(int(v) for v in state["shape"])
+        if shape != tuple(spec.shape):
+            raise ValueError(f"the denoisers are for (C, H, W) = {shape} (a {shape[1]}×"
+                             f"{shape[2]} grid); the spec is {tuple(spec.shape)} (a "
+                             f"{spec.shape[1]}×{spec.shape[2]} grid): fit on this world")
+        if [int(v) for v in state["leads_hours"]] != list(self.leads_hours):
+            raise ValueError(f"the state has leads {list(state['leads_hours'])} h; this "
+                             f"DiffDA's leads_hours are {list(self.leads_hours)}")
+        models = {}
+        for lead, entry in zip(self.leads_hours, state["models"], strict=True):
+            denoiser = self.network(shape, seed=0)
+            denoiser.load_state_dict(entry["state"])
+            models[lead] = (denoiser.to(device).eval().requires_grad_(False),
+                            torch.as_tensor(entry["scale"]).to(device, torch.float32))
+        training = {"losses": {lead: list(e["losses"]) for lead, e in
+                               zip(self.leads_hours, state["models"], strict=True)},
+                    "train_seconds": float(state["train_seconds"])}
+        return DiffDAAnalyser(self, models, spec.lat, spec.lon, shape, training)
+
+    def network(self, shape: tuple[int, int, int], seed: int) -> ConditionalDenoiser:
         with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
             torch.manual_seed(seed)
             alphas = make_scheduler().alphas_cumprod if self.skip_parametrisation else None
             return ConditionalDenoiser(shape, self.block_out_channels, self.layers_per_block,
                                        self.lon_pad, alphas_cumprod=alphas)
 
-    @property
-    def training(self) -> dict:
-        """{"losses": {lead: per-step loss}, "train_seconds"} of the trained denoisers."""
-        self._require_prepared()
-        return self._training
-
     def lead_for(self, lead_hours: int) -> int:
-        """The trained lead nearest ``lead_hours`` (the shorter on a tie)."""
+        """The lead of ``leads_hours`` nearest ``lead_hours`` (the shorter on a tie)."""
         return min(self.leads_hours, key=lambda v: (abs(v - lead_hours), v))
 
-    def denoiser(self, lead_hours: int) -> tuple[ConditionalDenoiser, torch.Tensor]:
-        """(ε_θ, s (C,)) of the model whose lead is nearest ``lead_hours`` (shorter on ties)."""
-        self._require_prepared()
-        return self._models[self.lead_for(lead_hours)]
+    # ------------------------------------------------------------------------------- costs
+    def untrained(self, spec: StateSpec, seed: int = 0) -> dict:
+        """One denoiser of the configured size per lead, the k-th with weights seeded by
+        seed + k, s = 0.3 per channel (only the nearest lead is used by an analysis)."""
+        shape = tuple(int(v) for v in spec.shape)
+        return self.state_from({lead: (self.network(shape, seed + k),
+                                       torch.full((shape[0],), UNTRAINED_SCALE))
+                                for k, lead in enumerate(self.leads_hours)})
 
-    def _require_prepared(self) -> None:
-        if getattr(self, "_models", None) is None:
-            raise RuntimeError("DiffDA needs trained denoisers: call prepare(ctx) first")
-
-    def diagnostics(self) -> dict[str, float]:
-        """Of the last analysis: denoiser calls, reverse steps, re-noising (undo) steps, the
-        lead of the denoiser used and the mean of the soft mask (the observed fraction)."""
-        return dict(getattr(self, "_diagnostics", {}))
-
-    # ------------------------------------------------------------------------------- analysis
-    def observed_increments(self, background: Background, obs: Observations
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Soft mask m and spread scaled increments x_0^known, each (C, H, W) float32."""
-        denoiser, scale = self.denoiser(background.lead_hours)
-        x_b = background.x_b.to(device=scale.device, dtype=torch.float32)
-        obs = obs.to(scale.device)
-        # d_n = (y_n − H(x_b)_n) / s_{c_n}: the observed increment in the diffused variable
-        d = (obs.values.to(torch.float32) - obs.operator(x_b)) / scale[obs.channel]
-        lat, lon = self._grid
-        return soft_mask_and_values(obs, d, lat, lon, self.mask_sigma, self.mask_cutoff)
-
-    def analyse(self, background: Background, obs: Observations) -> torch.Tensor:
-        """x_a = x_b + s ⊙ z_0, z_0 sampled by the RePaint-style loop with the soft mask.
-
-        Notation (code → Huang et al. 2024 / RePaint):
-            background.x_b   x̂ = x_b, the forecast the denoiser is conditioned on (C, H, W)
-            scale            s (C,): per-channel std of truth − forecast in training
-            d                observed increments (y − H x_b) / s at the observations (N,)
-            known            x_0^known: d spread to the grid (mask.py) (C, H, W)
-            mask             m: soft mask, max_n exp(−d_n² / (2σ²)) per channel (C, H, W)
-            z0               z_0 ~ p_θ(z | x̂, observations): the denoised scaled increment
-            steps, jump_length, resamples    T (inference steps), j, r of RePaint
-
-        Returns:
-            (C, H, W) analysis, same dtype and device as ``background.x_b``.
-        """
-        self._require_prepared()
-        x_b = background.x_b
-        if tuple(x_b.shape) != self._shape or tuple(obs.grid_shape) != self._shape:
-            raise ValueError(f"x_b {tuple(x_b.shape)} or the observations' grid "
-                             f"{tuple(obs.grid_shape)} differ from the (C, H, W) = {self._shape} "
-                             "DiffDA was trained on; prepare() with this world's context")
-        denoiser, scale = self.denoiser(background.lead_hours)
-        device = scale.device
-        mask, known = self.observed_increments(background, obs)
-        seed = int(np.random.SeedSequence([self.seed, background.cycle]).generate_state(1)[0])
-        generator = torch.Generator(device=device).manual_seed(seed)
-        with torch.no_grad():
-            z0, stats = repaint_sample(
-                denoiser, make_scheduler(self.eta), x_b.to(device, torch.float32), known, mask,
-                steps=self.steps, jump_length=self.jump_length, resamples=self.resamples,
-                generator=generator)
-            x_a = x_b.to(device, torch.float32) + scale[:, None, None] * z0
-        object.__setattr__(self, "_diagnostics", {
-            "denoiser_calls": float(stats.denoiser_calls), "sampling_steps": float(stats.steps),
-            "undo_steps": float(stats.undo_steps),
-            "model_lead_hours": float(self.lead_for(background.lead_hours)),
-            "mask_mean": float(mask.mean())})
-        return x_a.to(dtype=x_b.dtype, device=x_b.device)
+    def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
+        """Model: the UNets' weights (float32, one per lead) + the grid's SphereTree for the
+        mask (neighbours.TREE_BYTES_PER_POINT per grid point). Analysis: the UNet's activations
+        (all of them, as if none were freed) at float32 + 12 float32 states + one chunk of the
+        mask's neighbour pairs (neighbours.chunk_bytes()). Activations are counted on the meta
+        device (methods/common/memory.py): no memory is used."""
+        c, h, w = spec.shape
+        denoiser = self.network((c, h, w), 0)
+        x = torch.zeros(1, c, h, w)
+        act = activation_bytes(denoiser, (x, torch.zeros(1, dtype=torch.long), x), 4)
+        return MemoryEstimate(
+            parameter_bytes(denoiser, 4) * len(self.leads_hours)
+            + neighbours.TREE_BYTES_PER_POINT * h * w,
+            act + 12 * 4.0 * c * h * w + neighbours.chunk_bytes())

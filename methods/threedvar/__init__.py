@@ -1,9 +1,10 @@
 """3DVar: variational analysis with a balanced spectral background-error covariance.
 
-b_matrix.py (U = U_p U_v S U_h and its adjoint), statistics.py (estimating U's statistics from
-NMC samples), spectral.py (SHTs), method.py (the cost and its minimisation).
+method.py (the method: fit → load → analyse, its cost hooks), solvers.py (the cost, L-BFGS and
+conjugate gradients). The covariance model B = U Uᵀ and its statistics live in
+methods/common/covariance (shared with future 4DVar and hybrid methods).
 """
 
-from methods.threedvar.method import ThreeDVar
+from methods.threedvar.method import ThreeDVar, ThreeDVarAnalyser
 
-__all__ = ["ThreeDVar"]
+__all__ = ["ThreeDVar", "ThreeDVarAnalyser"]

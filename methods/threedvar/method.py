@@ -1,13 +1,18 @@
-"""3DVar in control-variable space, minimised with autograd (L-BFGS) or conjugate gradients.
+"""3DVar in control-variable space, minimised by L-BFGS or conjugate gradients.
 
     x = x_b + U w,    J(w) = ½ ‖w‖² + ½ Σ_n ((H(x_b + U w) − y)_n / σ_n)²,
     σ_n = max(σ_o,n, min_obs_error)
 
-with U = U_p U_v S U_h (b_matrix.py) estimated from NMC samples (statistics.py). J is evaluated
-in float64 (L-BFGS with a strong-Wolfe line search stalls in float32, FACTS.md), its gradient
-with the explicit adjoints (cost_and_gradient), not autograd. For a linear H, J
-is quadratic with Hessian A = I + Uᵀ Hᵀ R⁻¹ H U and gradient ∇J(w) = A w − b,
-b = Uᵀ Hᵀ R⁻¹ d, d = y − H(x_b); ``solver="cg"`` solves A w = b with explicit adjoints.
+with U = U_p U_v S U_h the static covariance model (methods/common/covariance: bmatrix.py)
+whose statistics ``fit`` estimates from NMC samples (statistics.py). J is evaluated in float64
+(L-BFGS with a strong-Wolfe line search stalls in float32, FACTS.md), its gradient with the
+explicit adjoints (solvers.cost_and_gradient), not autograd. For a linear H, J is quadratic
+with Hessian A = I + Uᵀ Hᵀ R⁻¹ H U and gradient ∇J(w) = A w − b, b = Uᵀ Hᵀ R⁻¹ d,
+d = y − H(x_b); ``solver="cg"`` solves A w = b with explicit adjoints (solvers.py).
+
+Lifecycle: ``fit`` returns the statistics (the dict of ``covariance.estimate``, plus the spec's
+"shape" and "names"), ``load`` builds B on the device once, and the ``ThreeDVarAnalyser`` holds
+it (``.b``).
 """
 
 from __future__ import annotations
@@ -17,39 +22,27 @@ import time
 
 import torch
 
-from methods.base import Assimilator, Background, Observations, TrainingContext
-from methods.threedvar import statistics
-from methods.threedvar.b_matrix import BMatrix
+from bench.state import StateSpec
+from methods.base import (
+    Analyser,
+    Analysis,
+    Assimilator,
+    Background,
+    Kernel,
+    MemoryEstimate,
+    Observations,
+    TrainingContext,
+)
+from methods.common import covariance
+from methods.common.covariance import BMatrix
+from methods.threedvar.solvers import (
+    conjugate_gradients,
+    cost_and_gradient,
+    cost_function,
+    lbfgs,
+)
 
 SOLVERS = ("lbfgs", "cg")
-
-
-def cost_function(b: BMatrix, obs: Observations, d: torch.Tensor, sigma: torch.Tensor):
-    """J as a function of w (K, n_coef) float64 -> scalar, for innovations d = y − H(x_b) (N,).
-
-    J(w) = ½ wᵀw + ½ Σ ((H(U w) − d) / σ)²  (H linear, so H(x_b + U w) − y = H(U w) − d).
-    """
-    def cost(w: torch.Tensor) -> torch.Tensor:
-        r = (obs.operator(b.u(w)) - d) / sigma  # R^{-1/2} (H U w − d)
-        return 0.5 * w.square().sum() + 0.5 * r.square().sum()
-
-    return cost
-
-
-def cost_and_gradient(b: BMatrix, obs: Observations, d: torch.Tensor, sigma: torch.Tensor):
-    """w -> (J(w), ∇J(w)) with the hand-written adjoints instead of autograd:
-
-        ∇J(w) = w + Uᵀ Hᵀ R⁻¹ (H U w − d).
-
-    Two to three times faster than autograd's backward through U at 32 × 64 × 69 (no graph is
-    recorded); the Taylor test checks it, and that it equals autograd's gradient.
-    """
-    def evaluate(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        r = (obs.operator(b.u(w)) - d) / sigma
-        j = 0.5 * w.square().sum() + 0.5 * r.square().sum()
-        return j, w + b.u_adjoint(obs.adjoint(r / sigma))
-
-    return evaluate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,60 +103,76 @@ class ThreeDVar(Assimilator):
             ("tolerance", 0 < self.tolerance < 1, "in (0, 1)"),
             ("history_size", self.history_size >= 1, ">= 1"),
         )
-        for name, ok, expected in checks:
-            if not ok:
-                raise ValueError(f"ThreeDVar.{name} = {getattr(self, name)!r} is invalid: "
-                                 f"expected {expected}")
+        self.check_fields(checks)
 
     @classmethod
     def for_tests(cls) -> ThreeDVar:
         """A fast configuration for the method contract (small grids, few iterations)."""
         return cls(max_iterations=30, tolerance=1e-3)
 
-    # ----------------------------------------------------------------------------- prepare
-    def prepare(self, ctx: TrainingContext) -> None:
-        """Estimate the statistics from ctx.samples("nmc") (cached in ctx.cache_dir)."""
-        path = ctx.cache_dir / "threedvar_statistics.pt"
-        stats = None
-        if path.exists():
-            stats = torch.load(path, map_location="cpu", weights_only=True)
-            if stats.get("shape") != list(ctx.spec.shape) or \
-                    stats.get("names") != list(ctx.spec.names):
-                stats = None  # a cache of another layout: re-estimate
-        if stats is None:
-            samples = ctx.samples("nmc")
-            stats = statistics.estimate(ctx.spec, samples, self.variance_scale,
-                                        self.eof_fraction, self.ridge, "cpu", self.balance)
-            stats["shape"], stats["names"] = list(ctx.spec.shape), list(ctx.spec.names)
-            ctx.cache_dir.mkdir(parents=True, exist_ok=True)
-            torch.save(stats, path)
-        self.set_statistics(ctx.spec, stats, ctx.device)
+    # ----------------------------------------------------------------------------- lifecycle
+    def fit(self, ctx: TrainingContext) -> dict:
+        """The statistics of U estimated from ctx.samples("nmc") on the CPU, with the spec's
+        "shape" and "names" (what ``load`` checks the grid against)."""
+        stats = covariance.estimate(ctx.spec, ctx.samples("nmc"), self.variance_scale,
+                                    self.eof_fraction, self.ridge, "cpu", self.balance)
+        return with_layout(stats, ctx.spec)
 
-    def set_statistics(self, spec, stats: dict, device: torch.device | str = "cpu") -> None:
-        """Use given statistics (statistics.estimate's dict): for tests and prepare()."""
-        object.__setattr__(self, "_b", BMatrix(spec, stats, device))
-        object.__setattr__(self, "_spec", spec)
-        object.__setattr__(self, "_stats", stats)
-        object.__setattr__(self, "_diagnostics", {})
+    def load(self, state: dict, spec: StateSpec, device: torch.device | str
+             ) -> ThreeDVarAnalyser:
+        """B = U Uᵀ from ``state`` (fit's, untrained's or any ``covariance.estimate`` dict)
+        built once on ``device``, where the analysis runs."""
+        shape, names = state.get("shape"), state.get("names")
+        if shape is not None and (list(shape) != list(spec.shape) or
+                                  list(names) != list(spec.names)):
+            raise ValueError(f"the 3DVar statistics are for (C, H, W) = {tuple(shape)} with "
+                             f"channels {list(names)[:3]}…; the spec is {spec.shape} with "
+                             f"{list(spec.names)[:3]}…: fit on this world")
+        return ThreeDVarAnalyser(self, BMatrix(spec, state, device))
 
-    @property
-    def b_matrix(self) -> BMatrix:
-        b = getattr(self, "_b", None)
-        if b is None:
-            raise RuntimeError("ThreeDVar.analyse needs statistics: call prepare(ctx) first")
-        return b
+    def untrained(self, spec: StateSpec, seed: int = 0) -> dict:
+        """Synthetic statistics of the right shapes (covariance.synthetic_statistics)."""
+        return with_layout(covariance.synthetic_statistics(
+            spec, self.variance_scale, self.eof_fraction, seed), spec)
 
-    def diagnostics(self) -> dict[str, float]:
-        """Iterations, J at w = 0 and at the analysis, seconds of the minimisation."""
-        return dict(getattr(self, "_diagnostics", {}))
+    def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
+        """Model: the four SHTs' Legendre tables, 8 B × mmax × lmax × nlat × 6, and the two
+        fused wind tables of legendre.Winds, 8 B × mmax × nlat² × 2. Analysis: 24 float64
+        states (the cost's autograd graph) + (2 × history_size + 6) control vectors w in
+        float64 (L-BFGS memory). Multipliers checked against CPU measurements at 32 × 64 and
+        91 × 180 and rounded up."""
+        c, h, w = spec.shape
+        f64 = 8.0 * c * h * w
+        lmax, mmax = spec.truncation
+        groups, _, _ = covariance.layout(spec)
+        n_coef = 2 * lmax * mmax  # upper bound on the real spectral coefficients
+        w_bytes = 8.0 * sum(g.size for g in groups) * n_coef
+        return MemoryEstimate(8.0 * mmax * lmax * h * 6 + 8.0 * mmax * h * h * 2,
+                              24 * f64 + (2 * self.history_size + 6) * w_bytes)
 
-    # ----------------------------------------------------------------------------- analyse
-    def analyse(self, background: Background, obs: Observations) -> torch.Tensor:
-        """x_a = x_b + U w_a with w_a = argmin J(w).
+
+def with_layout(stats: dict, spec: StateSpec) -> dict:
+    """``stats`` with the spec's "shape" and "names" added (checked by ``load``)."""
+    return {**stats, "shape": list(spec.shape), "names": list(spec.names)}
+
+
+class ThreeDVarAnalyser(Analyser):
+    """3DVar with its covariance model on one device.
+
+    Attributes:
+        method: the ThreeDVar (solver settings).
+        b: the BMatrix (U and Uᵀ) on the analysis device.
+    """
+
+    def __init__(self, method: ThreeDVar, b: BMatrix):
+        self.method, self.b = method, b
+
+    def analyse(self, background: Background, obs: Observations) -> Analysis:
+        """x_a = x_b + U w_a with w_a = argmin J(w), on B's device.
 
         Notation (code → symbol):
             x_b            background x_b (C, H, W), normalised
-            b.u, b.u_adjoint   U and Uᵀ (b_matrix.py)
+            b.u, b.u_adjoint   U and Uᵀ (methods/common/covariance/bmatrix.py)
             obs.operator, obs.adjoint, obs.values   H, Hᵀ, y (N,)
             sigma          σ_n = max(σ_o,n, min_obs_error), R = diag(σ²)
             d              innovations d = y − H(x_b)
@@ -171,80 +180,45 @@ class ThreeDVar(Assimilator):
             cost           J(w) = ½ wᵀw + ½ Σ ((H(U w) − d) / σ)²
 
         Returns:
-            (C, H, W) analysis, dtype and device of ``background.x_b``.
+            Analysis: x_a (C, H, W) in the dtype and on the device of ``background.x_b``;
+            diagnostics ``iterations``, ``evaluations`` (cost and gradient evaluations:
+            L-BFGS's func_evals, or CG iterations + 1 for the right-hand side), ``j_min``
+            (= ``cost_final``, J at the analysis), ``cost_initial`` (J at w = 0),
+            ``seconds_minimise``.
         """
+        m, b = self.method, self.b
         x_b = background.x_b
-        b = self.b_matrix
-        if b.device != x_b.device:  # prepare() saw another device: move B once
-            self.set_statistics(self._spec, self._stats, x_b.device)
-            b = self.b_matrix
         start = time.perf_counter()
         if len(obs) == 0:
-            object.__setattr__(self, "_diagnostics", {"iterations": 0.0})
-            return x_b.clone()
-        obs = obs.to(x_b.device)
-        xb64 = x_b.to(torch.float64)
-        sigma = obs.error_std.to(torch.float64).clamp_min(self.min_obs_error)
+            return Analysis(x_b.clone(), diagnostics={"iterations": 0.0, "evaluations": 0.0,
+                                                      "j_min": 0.0})
+        obs = obs.to(b.device)
+        xb64 = x_b.to(device=b.device, dtype=torch.float64)
+        sigma = obs.error_std.to(torch.float64).clamp_min(m.min_obs_error)
         d = obs.values.to(torch.float64) - obs.operator(xb64)  # d = y − H(x_b)
 
         cost = cost_function(b, obs, d, sigma)
         j0 = 0.5 * float((d / sigma).square().sum())
-        if self.solver == "cg":
-            w, iterations = self._cg(b, obs, d, sigma)
+        if m.solver == "cg":
+            w, iterations = conjugate_gradients(b, obs, d, sigma, tolerance=m.tolerance,
+                                                max_iterations=m.max_iterations)
+            evaluations = iterations + 1
         else:
-            w, iterations = self._lbfgs(b.shape_w, cost_and_gradient(b, obs, d, sigma),
-                                        x_b.device)
+            w, iterations, evaluations = lbfgs(
+                b.shape_w, cost_and_gradient(b, obs, d, sigma), b.device,
+                max_iterations=m.max_iterations, history_size=m.history_size,
+                tolerance=m.tolerance)
         with torch.no_grad():
             j_final = float(cost(w))
             x_a = xb64 + b.u(w)  # x = x_b + U w
-        object.__setattr__(self, "_diagnostics", {
-            "iterations": float(iterations), "cost_initial": j0, "cost_final": j_final,
+        return Analysis(x_a.to(device=x_b.device, dtype=x_b.dtype), diagnostics={
+            "iterations": float(iterations), "evaluations": float(evaluations),
+            "j_min": j_final, "cost_initial": j0, "cost_final": j_final,
             "seconds_minimise": time.perf_counter() - start})
-        return x_a.to(x_b.dtype)
 
-    def _lbfgs(self, shape, evaluate, device) -> tuple[torch.Tensor, int]:
-        """argmin J by torch.optim.LBFGS (strong Wolfe), stopping on a relative gradient.
-
-        ``evaluate(w) -> (J, ∇J)`` (cost_and_gradient): the closure hands LBFGS the explicit
-        gradient through ``w.grad``, so no autograd graph is built.
-        """
-        w = torch.zeros(shape, dtype=torch.float64, device=device, requires_grad=True)
-        with torch.no_grad():
-            _, g0 = evaluate(w)
-        g0_max = float(g0.abs().max())
-        if g0_max == 0:
-            return w.detach(), 0
-        optimiser = torch.optim.LBFGS(
-            [w], lr=1.0, max_iter=self.max_iterations, history_size=self.history_size,
-            tolerance_grad=self.tolerance * g0_max, tolerance_change=1e-14,
-            line_search_fn="strong_wolfe")
-
-        def closure():
-            with torch.no_grad():
-                j, grad = evaluate(w)
-            w.grad = grad
-            return j
-
-        optimiser.step(closure)
-        return w.detach(), int(optimiser.state[optimiser._params[0]].get("n_iter", 0))
-
-    def _cg(self, b: BMatrix, obs: Observations, d, sigma) -> tuple[torch.Tensor, int]:
-        """Conjugate gradients on A w = rhs, A = I + Uᵀ Hᵀ R⁻¹ H U, rhs = Uᵀ Hᵀ R⁻¹ d."""
-        def hessian(v):
-            return v + b.u_adjoint(obs.adjoint(obs.operator(b.u(v)) / sigma.square()))
-
-        rhs = b.u_adjoint(obs.adjoint(d / sigma.square()))
-        w = torch.zeros_like(rhs)
-        r, p = rhs.clone(), rhs.clone()
-        rr = float(r.square().sum())
-        stop = self.tolerance**2 * rr
-        k = 0
-        while k < self.max_iterations and rr > stop:
-            ap = hessian(p)
-            alpha = rr / float((p * ap).sum())
-            w = w + alpha * p
-            r = r - alpha * ap
-            rr_new = float(r.square().sum())
-            p = r + (rr_new / rr) * p
-            rr, k = rr_new, k + 1
-        return w, k
+    def dominant_kernel(self, background: Background, obs: Observations) -> Kernel:
+        """U then Uᵀ on a random control vector: the SHT pair of every cost evaluation."""
+        b = self.b
+        g = torch.Generator().manual_seed(0)
+        w = torch.randn(b.shape_w, generator=g, dtype=torch.float64).to(b.device)
+        return Kernel("U and Uᵀ (SHT pair)", lambda: b.u_adjoint(b.u(w)), "FLOP", "float64")

@@ -22,28 +22,31 @@ training.
 
 The background term is learnt from NMC differences (``ctx.samples("nmc")``, 48 h − 24 h
 forecasts valid at the same time) by default, or from truth − 24 h forecast differences.
+
+Lifecycle: ``fit`` trains the VAE and returns its weights and the scale s (``state_from``
+builds the same dict from a VAE trained elsewhere); ``load`` rebuilds the VAE and hands a copy
+of its decoder, in the analysis dtype on the analysis device, to the ``VAEVarAnalyser``
+(analysis.py), which minimises J.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import time
-from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-from methods.base import Assimilator, Background, Observations, TrainingContext
+from bench.state import StateSpec
+from methods.base import Assimilator, MemoryEstimate, TrainingContext
+from methods.common.memory import activation_bytes, parameter_bytes
+from methods.vaevar.analysis import ANALYSIS_DTYPES, VAEVarAnalyser
 from methods.vaevar.train import train_vae
 from methods.vaevar.vae import VAE
 
 #: Valid values of ``VAEVar.training_samples``.
 TRAINING_SAMPLES = ("nmc", "truth_minus_forecast")
-#: Valid values of ``VAEVar.analysis_dtype``.
-ANALYSIS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
-#: The file in ctx.cache_dir holding the trained VAE and the scale s.
-CACHE_FILE = "vaevar.pt"
+#: The per-channel scale s of ``untrained`` states (normalised units).
+UNTRAINED_SCALE = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,7 +134,6 @@ class VAEVar(Assimilator):
     subtract_offset: bool = True
     odd_decoder: bool = True
 
-    trains = True
     analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
                        "analysis_dtype", "subtract_offset", "odd_decoder")
 
@@ -167,187 +169,90 @@ class VAEVar(Assimilator):
         settings.update(overrides)
         return cls(**settings)
 
-    # ------------------------------------------------------------------------------- training
-    def prepare(self, ctx: TrainingContext) -> None:
-        """Train the VAE on ctx's background-error samples, or reload it from ctx.cache_dir.
+    # ------------------------------------------------------------------------------- lifecycle
+    def fit(self, ctx: TrainingContext) -> dict:
+        """Train the VAE on ctx's background-error samples (on ctx.device, seeded by ctx.seed).
 
-        Stores the analysis decoder (a float64 or float32 copy, on ctx.device) and the scale
-        s (C, 1, 1) in normalised units.
+        Returns:
+            ``state_from``'s dict: the VAE's weights, s (C,) = per-channel std of the samples
+            (normalised units), and the training record ("history": per-epoch recon_mse / kl
+            / loss, "train_seconds", "n_samples").
         """
-        path = Path(ctx.cache_dir) / CACHE_FILE
         shape = tuple(int(v) for v in ctx.spec.shape)
-        saved = torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
-        if saved is not None and tuple(saved["shape"]) == shape:
-            vae = self._build(shape, ctx.seed)
-            vae.load_state_dict(saved["state"])
+        if self.training_samples == "nmc":
+            samples = ctx.samples("nmc", start_stride=self.sample_stride)
         else:
-            if self.training_samples == "nmc":
-                samples = ctx.samples("nmc", start_stride=self.sample_stride)
-            else:
-                samples = ctx.samples("truth_minus_forecast", lead_hours=24,
-                                      start_stride=self.sample_stride)
-            samples = samples.to(torch.float32)
-            # s: per-channel std of the samples; the VAE models ε / s (all channels ~ unit size)
-            scale = samples.std(dim=(0, 2, 3)).clamp_min(1e-8)
-            vae = self._build(shape, ctx.seed).to(ctx.device)
-            start = time.perf_counter()
-            history = train_vae(vae, samples / scale[:, None, None], epochs=self.epochs,
-                                batch_size=self.batch_size, lr=self.lr,
-                                recon_sigma=self.recon_sigma, seed=ctx.seed,
-                                progress=ctx.progress)
-            saved = {"state": {k: v.cpu() for k, v in vae.state_dict().items()},
-                     "scale": scale, "shape": list(shape),
-                     "history": [dataclasses.asdict(h) for h in history],
-                     "train_seconds": time.perf_counter() - start,
-                     "n_samples": int(samples.shape[0])}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(saved, tmp)
-            tmp.replace(path)  # atomic: a killed run never leaves half a file
-        self.set_vae(vae, saved["scale"], ctx.device,
-                     training={k: saved[k] for k in ("history", "train_seconds", "n_samples")})
+            samples = ctx.samples("truth_minus_forecast", lead_hours=24,
+                                  start_stride=self.sample_stride)
+        samples = samples.to(torch.float32)
+        # s: per-channel std of the samples; the VAE models ε / s (all channels ~ unit size)
+        scale = samples.std(dim=(0, 2, 3)).clamp_min(1e-8)
+        vae = self.network(shape, ctx.seed).to(ctx.device)
+        start = time.perf_counter()
+        history = train_vae(vae, samples / scale[:, None, None], epochs=self.epochs,
+                            batch_size=self.batch_size, lr=self.lr,
+                            recon_sigma=self.recon_sigma, seed=ctx.seed, progress=ctx.progress)
+        return self.state_from(vae, scale, training={
+            "history": [dataclasses.asdict(h) for h in history],
+            "train_seconds": time.perf_counter() - start,
+            "n_samples": int(samples.shape[0])})
 
-    def set_vae(self, vae: VAE, scale: torch.Tensor, device: torch.device | str = "cpu",
-                training: dict | None = None) -> None:
-        """Use ``vae``'s decoder and the per-channel scale s (C,) for the analysis.
-
-        What prepare() does after training or loading; also the way to analyse with a VAE
-        trained elsewhere, or a random one of the configured size for timing. The decoder is
-        copied (to the analysis dtype and ``device``), so later changes to ``vae`` have no
-        effect.
-        """
-        if scale.shape != (vae.shape[0],):
+    @staticmethod
+    def state_from(vae: VAE, scale: torch.Tensor, training: dict | None = None) -> dict:
+        """The state ``load`` takes, from a VAE (trained here or elsewhere) and the per-channel
+        scale s (C,): {"vae": its state_dict (CPU), "scale", "shape": [C, H, W], "history",
+        "train_seconds", "n_samples"}. Copies: later changes to ``vae`` have no effect."""
+        scale = torch.as_tensor(scale)
+        if tuple(scale.shape) != (vae.shape[0],):
             raise ValueError(f"scale must have shape ({vae.shape[0]},) for a VAE of "
                              f"{vae.shape[0]} channels, got {tuple(scale.shape)}")
-        dtype = ANALYSIS_DTYPES[self.analysis_dtype]
-        decoder = copy.deepcopy(vae.decoder).to(device=device, dtype=dtype)
-        object.__setattr__(self, "_decoder", decoder.eval().requires_grad_(False))
-        object.__setattr__(self, "_scale", scale.to(device, dtype)[:, None, None])
-        object.__setattr__(self, "_latent_shape", vae.latent_shape)
-        object.__setattr__(self, "_shape", vae.shape)
-        object.__setattr__(self, "_training", training or {"history": [], "train_seconds": 0.0,
-                                                            "n_samples": 0})
-        object.__setattr__(self, "_diagnostics", {})
+        training = training or {"history": [], "train_seconds": 0.0, "n_samples": 0}
+        return {"vae": {k: v.detach().cpu().clone() for k, v in vae.state_dict().items()},
+                "scale": scale.detach().cpu().clone(), "shape": list(vae.shape),
+                "history": list(training["history"]),
+                "train_seconds": float(training["train_seconds"]),
+                "n_samples": int(training["n_samples"])}
 
-    def _build(self, shape: tuple[int, int, int], seed: int) -> VAE:
+    def load(self, state: dict, spec: StateSpec, device: torch.device | str) -> VAEVarAnalyser:
+        """Rebuild the VAE from ``state`` and hand a copy of its decoder, in the analysis dtype
+        on ``device``, to the analyser (with s in the same dtype and device)."""
+        shape = tuple(int(v) for v in state["shape"])
+        if shape != tuple(spec.shape):
+            raise ValueError(f"the VAE was trained on (C, H, W) = {shape}; the spec is "
+                             f"{tuple(spec.shape)}: fit on this world")
+        vae = self.network(shape, self.seed)
+        vae.load_state_dict(state["vae"])
+        scale = torch.as_tensor(state["scale"])
+        if tuple(scale.shape) != (shape[0],):
+            raise ValueError(f"scale must have shape ({shape[0]},) for a VAE of {shape[0]} "
+                             f"channels, got {tuple(scale.shape)}")
+        dtype = ANALYSIS_DTYPES[self.analysis_dtype]
+        decoder = vae.decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        training = {k: state[k] for k in ("history", "train_seconds", "n_samples")}
+        return VAEVarAnalyser(self, decoder, scale.to(device, dtype)[:, None, None],
+                              vae.latent_shape, shape, training)
+
+    def network(self, shape: tuple[int, int, int], seed: int) -> VAE:
         with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
             torch.manual_seed(seed)
             return VAE(shape, self.latent_channels, self.widths, self.downsamplings)
 
-    @property
-    def decoder(self) -> torch.nn.Module:
-        """D, the decoder the analysis uses (after prepare)."""
-        self._require_prepared()
-        return self._decoder
+    # ------------------------------------------------------------------------------- costs
+    def untrained(self, spec: StateSpec, seed: int = 0) -> dict:
+        """A VAE of the configured size with weights seeded by ``seed``, s = 0.3 per channel."""
+        shape = tuple(int(v) for v in spec.shape)
+        return self.state_from(self.network(shape, seed),
+                               torch.full((shape[0],), UNTRAINED_SCALE))
 
-    @property
-    def scale(self) -> torch.Tensor:
-        """s, (C, 1, 1): per-channel std of the training samples, normalised units."""
-        self._require_prepared()
-        return self._scale
-
-    @property
-    def training(self) -> dict:
-        """{"history": per-epoch recon_mse/kl/loss, "train_seconds", "n_samples"} of the VAE."""
-        self._require_prepared()
-        return self._training
-
-    def _require_prepared(self) -> None:
-        if getattr(self, "_decoder", None) is None:
-            raise RuntimeError("VAEVar needs a trained VAE: call prepare(ctx) first")
-
-    def diagnostics(self) -> dict[str, float]:
-        """Of the last analysis: L-BFGS iterations and cost evaluations, J(0) and J(w*), and
-        the final observation term J_o (the part of J divided by λ)."""
-        return dict(getattr(self, "_diagnostics", {}))
-
-    # ------------------------------------------------------------------------------- analysis
-    def cost_function(self, background: Background, obs: Observations,
-                      increment: Callable[[torch.Tensor], torch.Tensor] | None = None
-                      ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-        """J as a function of w (1, *latent_shape) in the analysis dtype: w -> (J, J_o).
-        ``increment``: δ from increment_function() (built here when None)."""
-        scale = self.scale
-        dtype, device = scale.dtype, scale.device
-        x_b = background.x_b.to(device=device, dtype=dtype)
-        if tuple(x_b.shape) != self._shape or tuple(obs.grid_shape) != self._shape:
-            raise ValueError(f"x_b {tuple(x_b.shape)} or the observations' grid "
-                             f"{tuple(obs.grid_shape)} differ from the (C, H, W) = {self._shape} "
-                             "the VAE was trained on")
-        obs = obs.to(device)
-        y = obs.values.to(dtype)
-        # floor on σ_o: the noise-free protocol has σ_o = 0
-        sigma = obs.error_std.to(dtype).clamp_min(self.min_obs_error)
-        inv_lam = 1.0 / self.lam
-        increment = increment or self.increment_function()
-
-        def cost(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-            x = x_b + scale * increment(w)
-            j_o = inv_lam * 0.5 * ((obs.operator(x) - y) / sigma).square().sum()
-            return 0.5 * w.square().sum() + j_o, j_o
-
-        return cost
-
-    def increment_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """w (1, *latent_shape) -> the scaled increment δ(w) (C, H, W), x = x_b + s ⊙ δ(w):
-        ½ (D(w) − D(−w)) with odd_decoder, D(w) − D(0) with subtract_offset, else D(w)."""
-        decoder = self.decoder
-        if self.odd_decoder:
-            def odd(w: torch.Tensor) -> torch.Tensor:
-                both = decoder(torch.cat([w, -w]))  # one batched call for D(w) and D(−w)
-                return 0.5 * (both[0] - both[1])
-            return odd
-        offset = 0.0
-        if self.subtract_offset:  # o = D(0): w = 0 is then x_b itself
-            with torch.no_grad():
-                offset = decoder(torch.zeros(1, *self._latent_shape, dtype=self.scale.dtype,
-                                             device=self.scale.device))[0]
-        return lambda w: decoder(w)[0] - offset
-
-    def analyse(self, background: Background, obs: Observations) -> torch.Tensor:
-        """x_a = x_b + s ⊙ δ(w*) (δ: increment_function), w* = argmin J(w) by L-BFGS from 0.
-
-        Notation (code → paper, Xiao et al. 2025):
-            background.x_b   x_b, (C, H, W) normalised
-            scale            s, (C, 1, 1): per-channel std of the training errors (the VAE
-                             models δ = (x − x_b) / s)
-            decoder          D, the VAE decoder: w (1, latent, H/2^k, W/2^k) -> (1, C, H, W)
-            w                z, the latent; prior N(0, I), so J_b = ½ ‖w‖²
-            obs.values       y (N,);  obs.operator = H (linear, grid-point or bilinear)
-            sigma            σ_o (R = diag σ_o²), floored at ``min_obs_error``
-            lam              λ: J_o = (1/λ) ½ Σ ((H(x) − y) / σ_o)², i.e. R inflated to λ R
-
-        Returns:
-            (C, H, W) analysis, same dtype and device as ``background.x_b``.
-        """
-        increment = self.increment_function()  # built once: with subtract_offset it decodes D(0)
-        cost = self.cost_function(background, obs, increment)
-        scale = self.scale
-        w = torch.zeros(1, *self._latent_shape, dtype=scale.dtype, device=scale.device,
-                        requires_grad=True)
-        with torch.no_grad():
-            j_initial = float(cost(w)[0])
-        iterations = evaluations = 0
-
-        def closure() -> torch.Tensor:
-            optimiser.zero_grad(set_to_none=False)
-            j, _ = cost(w)
-            j.backward()
-            return j
-
-        for _ in range(self.outer_iterations):
-            optimiser = torch.optim.LBFGS([w], lr=1.0, max_iter=self.inner_iterations,
-                                          history_size=10, line_search_fn="strong_wolfe")
-            optimiser.step(closure)
-            state = optimiser.state[w]
-            iterations += int(state.get("n_iter", 0))
-            evaluations += int(state.get("func_evals", 0))
-        with torch.no_grad():
-            j_final, j_o = cost(w)
-            x_a = background.x_b.to(scale) + scale * increment(w)
-        object.__setattr__(self, "_diagnostics", {
-            "iterations": float(iterations), "cost_evaluations": float(evaluations),
-            "cost_initial": j_initial, "cost_final": float(j_final),
-            "cost_obs_final": float(j_o),
-        })
-        return x_a.to(dtype=background.x_b.dtype, device=background.x_b.device)
+    def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
+        """Model: the decoder's weights at the analysis dtype. Analysis: the decoder's
+        activations × 3 (forward, saved for backward, gradients) at the analysis dtype + 30
+        latents (L-BFGS memory of 10 pairs) + 8 float64 states. Activations are counted on the
+        meta device (methods/common/memory.py): no memory is used."""
+        c, h, w = spec.shape
+        vae = self.network((c, h, w), 0)
+        itemsize = ANALYSIS_DTYPES[self.analysis_dtype].itemsize
+        z = torch.zeros(1, *vae.latent_shape)
+        act = activation_bytes(vae.decoder, (z,), itemsize)
+        return MemoryEstimate(parameter_bytes(vae.decoder, itemsize),
+                              3 * act + 30 * z.numel() * itemsize + 8 * 8.0 * c * h * w)

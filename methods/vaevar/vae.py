@@ -7,10 +7,10 @@ spatial, (B, latent_channels, H / 2^k, W / 2^k) with k = ``levels`` down-samplin
 log-variance of q(z | e); the decoder D(z) is the mean of p(e | z). Only the decoder is used in
 the analysis (x = x_b + s ⊙ D(w)); the encoder exists for training.
 
-Every 3×3 convolution pads the sphere way (``sphere_pad``): circular in longitude and, in
-latitude, with the rows beyond each pole (the first rows, flipped and shifted by 180°), so no
-edge of the grid is special. Activations are SiLU: smooth, so the analysis cost J(w) is smooth
-for L-BFGS and the Taylor gradient test.
+Every 3×3 convolution pads the sphere way (methods/common/sphere.py, ``SphereConv``): circular
+in longitude and, in latitude, with the rows beyond each pole (the first rows, flipped and
+shifted by 180°), so no edge of the grid is special. Activations are SiLU: smooth, so the
+analysis cost J(w) is smooth for L-BFGS and the Taylor gradient test.
 
 The number of down-samplings adapts to the grid: k = min(requested, the largest k with H and W
 divisible by 2^k), so any (C, H, W) works (the contract's 8 × 16 as well as 32 × 64 or 721 ×
@@ -20,39 +20,9 @@ divisible by 2^k), so any (C, H, W) works (the contract's 8 × 16 as well as 32 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-
-def sphere_pad(x: torch.Tensor, n: int) -> torch.Tensor:
-    """Pad (..., H, W) by ``n`` cells on each side: circular in longitude, over the poles in lat.
-
-    The row north of the first row is the first row seen from the other side of the pole: the
-    same row flipped in latitude and shifted by W/2 columns (180°). That needs an even W; for
-    an odd W the latitude padding replicates the edge rows instead. (Vector components change
-    sign over the pole; the learnt convolutions absorb that, as in the built-in emulator.)
-    """
-    h, w = x.shape[-2:]
-    if n == 0:
-        return x
-    if w % 2 == 0 and h >= n:
-        north = torch.roll(x[..., :n, :].flip(-2), w // 2, dims=-1)
-        south = torch.roll(x[..., -n:, :].flip(-2), w // 2, dims=-1)
-    else:
-        north = x[..., :1, :].expand(*x.shape[:-2], n, w)
-        south = x[..., -1:, :].expand(*x.shape[:-2], n, w)
-    x = torch.cat([north, x, south], dim=-2)
-    return F.pad(x, (n, n, 0, 0), mode="circular")
-
-
-class SphereConv(nn.Conv2d):
-    """3×3 convolution (stride 1 or 2) with ``sphere_pad`` instead of zero padding."""
-
-    def __init__(self, cin: int, cout: int, stride: int = 1):
-        super().__init__(cin, cout, kernel_size=3, stride=stride, padding=0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(sphere_pad(x, 1))
+from methods.common.sphere import SphereConv
 
 
 def levels_for(shape: tuple[int, int], requested: int) -> int:

@@ -1,4 +1,4 @@
-"""Estimating the 3DVar statistics (what BMatrix needs) from background-error samples.
+"""Estimating the covariance model's statistics (what BMatrix needs) from background-error samples.
 
 From samples ε (N, C, H, W) in normalised units (NMC 48 h − 24 h forecast differences):
  1. winds -> ψ̃, χ̃ (m/s) per level by the forward vector SHT (spectral.Transforms.psi_chi).
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from bench.state import StateSpec
-from methods.threedvar.b_matrix import layout
-from methods.threedvar.spectral import Transforms
+from methods.common.covariance.bmatrix import layout
+from methods.common.spectral import Transforms
 
 #: Floor on a mode's std (normalised units) so a row with no signal cannot make S singular.
 _STD_FLOOR = 1e-8
@@ -78,7 +78,7 @@ def estimate(spec: StateSpec, samples: torch.Tensor, variance_scale: float = 1.0
          "betas": {target: (H, n_t, n_p)}, "explained": {group: fraction kept}} (float64, CPU).
     """
     groups, _, regressions = layout(spec)
-    transforms = Transforms(spec.grid, spec.shape[1], spec.shape[2], device)
+    transforms = Transforms.for_spec(spec, device)
     fields = control_fields(spec, samples, transforms)
     betas = {}
     for target, predictor in regressions:

@@ -1,4 +1,4 @@
-"""The 3DVar control-variable transform U (B = U Uᵀ) and its adjoint, operator by operator.
+"""The control-variable transform U (B = U Uᵀ) of 3DVar and its adjoint, operator by operator.
 
     x − x_b = δx = U w = U_p U_v S U_h w        (applied right to left)
 
@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from bench.state import StateSpec
-from methods.threedvar.legendre import Synthesis, Winds
-from methods.threedvar.spectral import Transforms
+from methods.common.covariance.legendre import Synthesis, Winds
+from methods.common.spectral import Transforms
 
 
 # --------------------------------------------------------------------------------- layout

@@ -1,12 +1,11 @@
-"""Spherical-harmonic transforms for 3DVar: scalar fields and winds from ψ, χ (torch-harmonics).
+"""Spherical-harmonic transforms of one grid, with the truncation ``StateSpec`` gives it.
 
-Truncation (pass ``lmax``/``mmax`` explicitly; torch-harmonics 0.9 defaults differ by grid):
-    "legendre-gauss" (no poles, e.g. the built-in 32 × 64 world): lmax = nlat, exact round trip.
-    "equiangular" (ERA5, poles included): lmax = (nlat + 1) // 2 (the largest degree the
-        Clenshaw–Curtis quadrature integrates exactly; a larger lmax aliases).
-    mmax = min(lmax, nlon // 2 + 1): orders m ≤ l < lmax need no more.
+Truncation: ``bench.state.truncation`` (``StateSpec.truncation``): lmax = nlat on Gauss–Legendre
+grids (exact round trip), (nlat + 1) // 2 on equiangular grids with poles; mmax = min(lmax,
+nlon // 2 + 1). Always passed explicitly: torch-harmonics 0.9's defaults differ by grid.
 
-Winds from stream function ψ and velocity potential χ (φ latitude, λ longitude, a Earth radius):
+``Transforms`` (scalar and vector SHTs in float64; 3DVar's covariance model): winds from stream
+function ψ and velocity potential χ (φ latitude, λ longitude, a Earth radius):
     u = −(1/a) ∂ψ/∂φ + 1/(a cos φ) ∂χ/∂λ,      v = 1/(a cos φ) ∂ψ/∂λ + (1/a) ∂χ/∂φ.
 We carry ψ̃ = ψ/a and χ̃ = χ/a (units m/s, so numbers are O(1)). With norm "ortho" scalar
 coefficients ψ̃_lm, χ̃_lm, torch-harmonics 0.9.3's InverseRealVectorSHT takes coefficients
@@ -14,14 +13,21 @@ coefficients ψ̃_lm, χ̃_lm, torch-harmonics 0.9.3's InverseRealVectorSHT take
 divided by √(l(l+1)), so no such factor appears — and returns components (colatitude θ,
 longitude λ) = (−v, u). Calibrated by tests (solid-body rotation ψ = −Ω a² sin φ gives
 u = Ω a cos φ, v = 0; ψ̃ = χ̃ = cos φ cos λ against the formulas above).
+
+``TriangularTruncation`` (the built-in emulator's increment filter): the projection on the
+harmonics the grid resolves. On the 32 × 64 grid it removes the zonal Nyquist order m = 32 and
+the l ≥ 32 parts of m ≤ 31, where the nature run has no power and where the unfiltered emulator
+grew a 2Δλ mode in its meridional wind over 10–15 days of free running (see
+bench/forecast/emulator.py, EmulatorConfig.truncate_increments).
 """
 
 from __future__ import annotations
 
 import torch
 import torch_harmonics as th
+from torch import nn
 
-from bench.forecast.spectral_filter import truncation
+from bench.state import StateSpec, truncation
 
 EARTH_RADIUS_M = 6.371e6
 
@@ -42,6 +48,11 @@ class Transforms:
         self.vsht = th.RealVectorSHT(nlat, nlon, **kw).double().to(device)
         self.ivsht = th.InverseRealVectorSHT(nlat, nlon, **kw).double().to(device)
         self.device = torch.device(device)
+
+    @classmethod
+    def for_spec(cls, spec: StateSpec, device: torch.device | str = "cpu") -> Transforms:
+        """The transforms of ``spec``'s grid."""
+        return cls(spec.grid, spec.shape[1], spec.shape[2], device)
 
     def to(self, device: torch.device | str) -> Transforms:
         if torch.device(device) == self.device:
@@ -69,3 +80,28 @@ class Transforms:
         m > 0 coefficient stands for ±m)."""
         c = self.sht(field).abs().square()
         return c[..., 0] + 2.0 * c[..., 1:].sum(dim=-1)
+
+
+class TriangularTruncation(nn.Module):
+    """P: (..., H, W) -> (..., H, W), the projection on spherical harmonics with l < lmax.
+
+    P = synthesis ∘ analysis (torch-harmonics RealSHT / InverseRealSHT, norm "ortho"); linear,
+    P ∘ P = P up to quadrature round-off, and the identity on fields the grid resolves exactly.
+    Works in the input's dtype (float32 for the emulator). Its tables are non-persistent
+    buffers: rebuilt here, never stored in a checkpoint.
+    """
+
+    def __init__(self, grid: str, nlat: int, nlon: int):
+        super().__init__()
+        lmax, mmax = truncation(grid, nlat, nlon)
+        kw = dict(lmax=lmax, mmax=mmax, grid=grid, norm="ortho")
+        self.analysis = th.RealSHT(nlat, nlon, **kw)
+        self.synthesis = th.InverseRealSHT(nlat, nlon, **kw)
+
+    @classmethod
+    def for_spec(cls, spec: StateSpec) -> TriangularTruncation:
+        """The truncation of ``spec``'s grid (``StateSpec.truncation``)."""
+        return cls(spec.grid, spec.shape[1], spec.shape[2])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.synthesis(self.analysis(x)).to(x.dtype)

@@ -1,7 +1,7 @@
-"""3DVar's two spectral maps with hand-written adjoints: U_h's synthesis and U_p's winds.
+"""U_h's synthesis and U_p's winds in real arithmetic, with hand-written adjoints.
 
 Both are built from torch-harmonics' precomputed Legendre tables (so the conventions are
-exactly those of methods/threedvar/spectral.py, which tests compare against) but applied in
+exactly those of methods/common/spectral.py, which tests compare against) but applied in
 real arithmetic, one Legendre matrix per zonal order m, with the adjoints written out instead
 of taken by autograd. Why: autograd's backward through torch-harmonics' complex einsums cost
 4–5× the forward at 32 × 64 and made Uᵀ 85 % of a 3DVar iteration (profiled: U 6.8 ms,
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from methods.threedvar.spectral import Transforms
+from methods.common.spectral import Transforms
 
 
 def _fourier_weights(nlon: int, mmax: int, dtype, device) -> torch.Tensor:

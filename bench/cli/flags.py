@@ -1,0 +1,370 @@
+"""Flags as a table over the config dataclasses: each flag names the dotted field it sets
+(``--days`` -> ``cycle.days``), and its default, type and the check of its value come from that
+field, so a default is written once (bench/config.py) and a new field is one row here.
+
+Reading a command line has two steps. argparse only collects the text (no ``type=``), so every
+bad value is reported the same way by this module, not half by argparse. ``Flag.value`` turns
+the text into the field's type and refuses what no field could hold (NaN, ±inf, an empty or
+repeated item of a list); building the dataclasses (``config.build``) then checks ranges and
+cross-field rules and raises ``ConfigError`` naming the dotted field. ``flag_message``
+translates such an error, wherever it was raised (config, runner, cycle), back into the flag
+the user typed: ``cycle.days`` -> ``--days inf: expected …``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Callable, Iterable
+
+from bench.config import (
+    DEVICES,
+    FORECAST_KINDS,
+    HISTORY_UPDATES,
+    SAMPLING_MODES,
+    ConfigError,
+    RunConfig,
+    build,
+)
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported as one line, exit code 2."""
+
+
+@contextlib.contextmanager
+def bad_input(prefix: str = ""):
+    """Around checks of the user's input (preflight): an unknown world or method, a world
+    loader refusing an option, become a UsageError (one line, exit code 2). A ConfigError
+    passes through untouched, for main to name its flag."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise UsageError(f"{prefix}{err}") from None
+
+
+_FROM_FIELD = object()  # Flag.default: use the field's default
+
+
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One flag of a command and the field it sets.
+
+    Attributes:
+        name: the flag, e.g. "--days".
+        field: dotted field of ``root`` it sets, e.g. "cycle.days".
+        help: what it does (the default is appended from the field).
+        root: the dataclass the field belongs to (RunConfig, or a command's own settings).
+        invert: a bool field set to False by the flag (``--obs-fixed`` -> redraw False).
+        default: a command's own default, when it differs from the field's (``check`` analyses
+            at two densities); by default the field's.
+        parse: reads the argparse value instead of the type rules (``--set``, repeatable).
+    """
+
+    name: str
+    field: str
+    help: str
+    root: type = RunConfig
+    invert: bool = False
+    default: object = _FROM_FIELD
+    parse: Callable[[object], object] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.lstrip("-").replace("-", "_")
+
+    @property
+    def hint(self):
+        return field_hint(self.root, self.field)
+
+    @property
+    def field_default(self):
+        return field_default(self.root, self.field)
+
+    @property
+    def parser_default(self):
+        """The argparse default: the command's own, else the field's (negated if inverted)."""
+        if self.default is not _FROM_FIELD:
+            return self.default
+        return (not self.field_default) if self.invert else self.field_default
+
+    def with_(self, **changes) -> Flag:
+        """This flag with another default or help for one command."""
+        return dataclasses.replace(self, **changes)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.hint is bool:
+            parser.add_argument(self.name, action="store_true", default=self.parser_default,
+                                help=self.help)
+        elif self.parse is not None:
+            parser.add_argument(self.name, action="append", metavar="METHOD.FIELD=VALUE",
+                                help=self.help)
+        else:
+            default = self.parser_default  # unset (None): the help says what that means
+            shown = "" if default is None else f" (default: {show(default)})"
+            parser.add_argument(self.name, default=default, metavar=_metavar(self.hint),
+                                help=self.help + shown)
+
+    def value(self, args: argparse.Namespace):
+        """The typed value of this flag in ``args``; UsageError for text no field could hold."""
+        raw = getattr(args, self.dest)
+        if self.parse is not None:
+            return self.parse(raw)
+        if self.hint is bool:
+            return not raw if self.invert else raw
+        if not isinstance(raw, str):  # a default, already typed
+            return raw
+        try:
+            return parse_text(raw, self.hint)
+        except ValueError as err:
+            raise UsageError(f"{self.name} {show(raw)}: expected {err}") from None
+
+
+# ----------------------------------------------------------------------------- field reflection
+def _unwrap_optional(hint):
+    """``X | None`` -> X; anything else unchanged."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def field_hint(root: type, dotted: str):
+    """The annotation of a dotted field (``X | None`` read as X: None is never typed)."""
+    cls, *path, last = [root, *dotted.split(".")]
+    for name in path:
+        cls = typing.get_type_hints(cls)[name]
+    return _unwrap_optional(typing.get_type_hints(cls)[last])
+
+
+def field_default(root: type, dotted: str):
+    """The default of a dotted field, read from the dataclasses (never repeated here)."""
+    first, *rest = dotted.split(".")
+    f = next(f for f in dataclasses.fields(root) if f.name == first)
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    for name in rest:  # nested settings: the attribute of the default instance
+        value = getattr(value, name)
+    return value
+
+
+def leaf_fields(root: type, prefix: str = "") -> list[str]:
+    """Every dotted field of ``root`` that holds a value (nested settings opened up)."""
+    out = []
+    for f in dataclasses.fields(root):
+        hint = typing.get_type_hints(root)[f.name]
+        if dataclasses.is_dataclass(hint):
+            out += leaf_fields(hint, f"{prefix}{f.name}.")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+# ----------------------------------------------------------------------------- text -> value
+_NOUNS = {int: ("an integer", "integers"), float: ("a finite number", "numbers"),
+          str: ("a name", "names")}
+
+
+def parse_text(text: str, hint):
+    """``text`` as a value of ``hint``: int, float (finite), str, or ``tuple[X, ...]`` written
+    as a comma list without empty or repeated items. ValueError: what was expected."""
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        items = [t.strip() for t in text.split(",")]
+        plural = _NOUNS.get(item, ("", "values"))[1]
+        if not all(items):
+            raise ValueError(f"a comma list of {plural} without empty items")
+        values = [parse_text(t, item) for t in items]
+        for i, v in enumerate(values):
+            if v in values[:i]:
+                raise ValueError(f"a comma list of {plural} without repeats ({items[i]} "
+                                 "appears twice)")
+        return tuple(values)
+    if hint is str:
+        return text
+    noun = _NOUNS.get(hint, (getattr(hint, "__name__", str(hint)),))[0]
+    try:
+        value = hint(text.strip())
+    except (TypeError, ValueError):
+        raise ValueError(noun) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(noun)
+    return value
+
+
+def show(value) -> str:
+    """A value as it would be typed on the command line."""
+    if value is None:
+        return "missing"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple | list):
+        return ",".join(show(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    text = str(value)
+    return text if text and not any(c.isspace() for c in text) else repr(text)
+
+
+def _metavar(hint) -> str:
+    if typing.get_origin(hint) is tuple:
+        return "A,B,…"
+    return {int: "N", float: "X"}.get(hint, "TEXT")
+
+
+# ----------------------------------------------------------------------------- --set
+def method_settings(items: Iterable[str] | None) -> dict[str, dict]:
+    """``--set METHOD.FIELD=VALUE`` items -> {method: {field: value}}. VALUE is read as JSON
+    (numbers, true/false, null, lists) and otherwise kept as a string; whether it fits the
+    field is checked against the method's annotation (config.check_method_setting)."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        name, dot, field = key.partition(".")
+        if not (sep and dot and name.strip() and field.strip()):
+            raise UsageError(f"--set {show(item)}: expected METHOD.FIELD=VALUE, "
+                             "e.g. --set vaevar.lam=4e4")
+        if field in out.get(name, {}):
+            raise UsageError(f"--set {item}: {name}.{field} is set twice; give it once")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(name, {})[field] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- args -> config
+def settings_from_args(args: argparse.Namespace, root: type, **overrides):
+    """The ``root`` dataclass a command line describes: every flag of the command whose root
+    is ``root`` (``args.flags``, set by bench/cli/parser.py), plus ``overrides`` (dotted field
+    -> value, e.g. ``methods=("vaevar",)``). Raises UsageError for unreadable text and
+    ConfigError (dotted field) for values the dataclasses refuse."""
+    values = {f.field: f.value(args) for f in args.flags if f.root is root}
+    values.update(overrides)
+    tree: dict = {}
+    for dotted, value in values.items():
+        *path, last = dotted.split(".")
+        node = tree
+        for name in path:
+            node = node.setdefault(name, {})
+        node[last] = value
+    return build(root, tree)
+
+
+def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
+    """The RunConfig of a command line; fields without a flag in this command keep their
+    defaults."""
+    return settings_from_args(args, RunConfig, **overrides)
+
+
+# ----------------------------------------------------------------------------- errors -> flags
+#: Fields set per cell from a list flag's field: an error there is that flag's.
+PER_CELL = {"observations.density": "densities", "observations.seed": "seeds"}
+
+
+def _typed(field: str, value, args: argparse.Namespace) -> str:
+    """``--flag value`` for a dotted field, as the user would have typed it."""
+    if field.startswith("method_settings"):
+        return _typed_set(field, value, args)
+    field = PER_CELL.get(field, field)
+    for flag in getattr(args, "flags", ()):
+        if flag.field == field:
+            return flag.name if flag.hint is bool else f"{flag.name} {show(value)}"
+    return f"{field} {show(value)}"  # no flag of this command sets it: the dotted field
+
+
+def _typed_set(field: str, value, args: argparse.Namespace) -> str:
+    """``--set vaevar.lam=abc`` from ``method_settings.vaevar.lam``: the items as typed."""
+    parts = field.split(".", 2)
+    items = getattr(args, "set", None) or []
+    if len(parts) == 3:
+        key = f"{parts[1]}.{parts[2]}"
+        typed = [i for i in items if i.partition("=")[0] == key]
+        return f"--set {typed[0] if typed else f'{key}={json.dumps(value)}'}"
+    if len(parts) == 2:
+        typed = [i for i in items if i.partition(".")[0] == parts[1]]
+        return " ".join(f"--set {i}" for i in typed) or f"--set {parts[1]}.…"
+    return "--set"
+
+
+def flag_message(err: ConfigError, args: argparse.Namespace) -> str:
+    """One line naming the flag(s) and value(s) of a ConfigError raised anywhere:
+    ``--spinup-cycles 8, with --days 1: expected fewer spin-up cycles than …``."""
+    text = _typed(err.field, err.value, args)
+    text += "".join(f", with {_typed(f, v, args)}" for f, v in err.related.items())
+    return " ".join(f"{text}: expected {err.expected}".split())
+
+
+# ----------------------------------------------------------------------------- the flag table
+def _choices(options: Iterable[str]) -> str:
+    return ", ".join(options)
+
+
+WORLD = Flag("--world", "world", "world name (see `python -m bench worlds`)")
+ERA5_PATH = Flag("--era5-path", "era5_path", "ERA5 store in WeatherBench2's layout (default: "
+                                              "the environment or the world's card)")
+METHODS = Flag("--methods", "methods", "comma list of methods (see `python -m bench methods`)")
+DENSITY = Flag("--density", "densities", "comma list of observed fractions of grid points, "
+                                          "each in (0, 1]")
+OBS_NOISE = Flag("--obs-noise", "observations.noise_fraction",
+                 "observation error std / the channel's climatological std (0 = noise-free)")
+DEVICE = Flag("--device", "device", _choices(DEVICES))
+THREADS = Flag("--threads", "threads", "torch threads on CPU")
+SET = Flag("--set", "method_settings", "a method hyper-parameter for this run (repeatable), e.g. "
+           "--set vaevar.lam=40000 --set diffda.steps=300", parse=method_settings)
+
+#: ``run``: every field of RunConfig that a user sets (tests/test_cli.py checks the coverage).
+RUN = (
+    METHODS, DENSITY,
+    Flag("--seeds", "seeds", "comma list of seeds (observations, stochastic methods, the "
+                             "initial ensemble), each >= 0"),
+    Flag("--days", "cycle.days", "days of 6-hourly cycles"),
+    WORLD, ERA5_PATH,
+    Flag("--model", "forecast.kind", f"forecast model: {_choices(FORECAST_KINDS)}"),
+    Flag("--fengwu-onnx", "forecast.fengwu_onnx", "FengWu release: the .onnx graph"),
+    Flag("--fengwu-mean", "forecast.fengwu_mean", "FengWu release: data_mean.npy"),
+    Flag("--fengwu-std", "forecast.fengwu_std", "FengWu release: data_std.npy"),
+    Flag("--emulator-steps", "forecast.emulator_steps",
+         "emulator training steps (default: the emulator's own)"),
+    Flag("--obs-sampling", "observations.sampling", _choices(SAMPLING_MODES)),
+    OBS_NOISE,
+    Flag("--obs-fixed", "observations.redraw", "same observation locations every cycle",
+         invert=True),
+    Flag("--window-every", "observations.window_every_hours",
+         "hours between observation times inside a 4D method's window"),
+    Flag("--first-lead", "cycle.first_lead_hours", "lead (h) of the first background"),
+    Flag("--start", "cycle.start", "valid time of the first analysis (ISO; default: the test "
+                                   "period's start + the first lead + 6 h)"),
+    Flag("--spinup-cycles", "cycle.spinup_cycles", "cycles left out of the skill tables"),
+    Flag("--divergence-factor", "cycle.divergence_factor",
+         "diverged when the analysis RMSE exceeds this multiple of climatology's"),
+    Flag("--forecast-every", "cycle.forecast_every",
+         "free forecasts from the analysis every N cycles (0: none)"),
+    Flag("--forecast-hours", "cycle.forecast_hours", "length (h) of the free forecasts"),
+    Flag("--history-update", "cycle.history_update",
+         f"how the analysis enters the model's input frames: {_choices(HISTORY_UPDATES)} "
+         "(increment adds x_a - x_b to every frame; replace puts x_a in the last)"),
+    Flag("--ensemble-scale", "ensemble.perturbation_scale",
+         "initial ensemble: scale of the NMC-sample perturbations"),
+    Flag("--ensemble-batch", "ensemble.forecast_batch",
+         "ensemble members forecast per model call (default: the model's maximum)"),
+    DEVICE, THREADS, SET,
+)
+
+#: RunConfig fields that ``run`` deliberately sets without a flag of their own, and why.
+FLAGLESS = {
+    "observations.density": "set per cell from --density",
+    "observations.seed": "set per cell from --seeds",
+    "observations.channels": "observed channels: no flag until preflight checks the names "
+                             "against the world's channels",
+}

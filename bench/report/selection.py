@@ -1,0 +1,78 @@
+"""What a report reads from metrics.nc: its rows (method, density), the headline channels, the
+cycles after spin-up, diverged seeds, ensemble sizes.
+
+Schema names (variables, dims, phases) and the selection of one cell come from
+``bench.scorer``, which owns the metrics.nc schema; this module only chooses what to report.
+Old metrics.nc files (written before ``spread``, ``forecast_seconds``, ``members`` and
+``window_hours`` existed) read as all-deterministic runs without forecast times.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from bench.scorer import select_cell
+
+#: Channels reported in the skill table, in this order (those missing from a Dataset are skipped).
+HEADLINE = ("z500", "t850", "q700", "u850", "t2m", "u10", "msl")
+
+
+def headline_channels(ds: xr.Dataset, channels: tuple[str, ...] | None = None) -> list[str]:
+    """The channels of ``channels`` (default ``HEADLINE``) present in ``ds``, in that order."""
+    wanted = HEADLINE if channels is None else tuple(channels)
+    present = [c for c in wanted if c in set(ds["channel"].values.tolist())]
+    if not present:
+        raise ValueError(
+            f"none of the channels {', '.join(wanted)} is in the metrics (channels: "
+            f"{', '.join(map(str, ds['channel'].values))}); pass channels=[...] to choose others"
+        )
+    return present
+
+
+def spinup_of(ds: xr.Dataset, spinup_cycles: int | None = None) -> int:
+    """``spinup_cycles`` if given, else the Dataset's ``spinup_cycles`` attribute."""
+    if spinup_cycles is None:
+        if "spinup_cycles" not in ds.attrs:
+            raise ValueError("the metrics have no 'spinup_cycles' attribute; pass spinup_cycles=")
+        spinup_cycles = ds.attrs["spinup_cycles"]
+    spinup = int(spinup_cycles)
+    if not (ds["cycle"].values >= spinup).any():
+        raise ValueError(
+            f"no cycle is left after a spin-up of {spinup} cycles (cycles "
+            f"{int(ds['cycle'].min())}..{int(ds['cycle'].max())}); pass a smaller spinup_cycles"
+        )
+    return spinup
+
+
+def after_spinup(da: xr.DataArray, spinup: int) -> xr.DataArray:
+    """The cycles whose number is ``>= spinup`` (the cycle coordinate, not the position)."""
+    return da.isel(cycle=np.flatnonzero(da["cycle"].values >= spinup))
+
+
+def cells(ds: xr.Dataset) -> list[tuple[str, float]]:
+    """(method, density) pairs in the Dataset's order: the rows of every table."""
+    return [(str(m), float(d)) for m in ds["method"].values for d in ds["density"].values]
+
+
+def diverged_seeds(ds: xr.Dataset, method: str, density: float) -> list[tuple[int, int, str]]:
+    """(seed, diverged cycle, reason) of each seed of a cell that diverged."""
+    cell = select_cell(ds[["status", "diverged_cycle", "diverged_reason"]], method, density)
+    out = []
+    for seed in ds["seed"].values:
+        one = cell.sel(seed=seed)
+        if str(one["status"].values) != "ok":
+            out.append((int(seed), int(one["diverged_cycle"]), str(one["diverged_reason"].values)))
+    return out
+
+
+def members_of(ds: xr.Dataset, method: str, density: float) -> int:
+    """A cell's ensemble size (0: deterministic; also for files without ``members``)."""
+    if "members" not in ds:
+        return 0
+    return int(select_cell(ds["members"], method, density).max())
+
+
+def has_ensembles(ds: xr.Dataset) -> bool:
+    """Whether any cell is an ensemble method with a recorded spread."""
+    return "spread" in ds and "members" in ds and bool((ds["members"] > 0).any())

@@ -1,0 +1,209 @@
+"""What the cells of a run share, built once: the world, the forecast model, the truth window,
+the first background, the climatology; and the methods, fitted through the runner's cache.
+
+    s = setup(cfg)                                  world, model, truth, first background
+    method = build_method(cfg, "3dvar", seed)       the frozen hyper-parameters (--set checked)
+    analyser = fit_and_load(s, method)              fit (cached atomically, bench/cache.py) → load
+    start = initial_ensemble(s, cfg, seed, N)       an ensemble method's first members
+
+A method's fitted state is cached under ``methods/<class>-<world>-<hash>`` keyed by its
+``cache_config()`` (hyper-parameters less the analysis-only ones), the world's card and the
+forecast model's key; only methods whose ``fit`` is overridden are cached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench import cache
+from bench.config import ConfigError, RunConfig, check_method_setting
+from bench.cycle import FirstBackground, TruthWindow, first_background
+from methods import get_method
+from methods.base import Analyser, Assimilator, TrainingContext
+
+#: Frames of the training period averaged into the climatology (evenly spaced).
+CLIMATOLOGY_FRAMES = 128
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto" → cuda when torch sees one, else cpu; ConfigError for cuda without CUDA."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "cpu or auto: torch sees no CUDA device here")
+    return torch.device(name)
+
+
+def build_method(cfg: RunConfig, name: str, seed: int = 0) -> Assimilator:
+    """The registered method ``name`` with the run's settings for it (``--set``) and ``seed``.
+
+    Raises ConfigError naming ``method_settings.<name>.<field>`` when a field does not exist,
+    its value has the wrong type, or the method refuses it.
+    """
+    cls = get_method(name)
+    settings = dict(cfg.method_settings.get(name, {}))
+    fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}
+    for field, value in settings.items():
+        where = f"method_settings.{name}.{field}"
+        if field not in fields:
+            raise ConfigError(where, value, f"a field of {cls.__name__}: "
+                                            f"{', '.join(sorted(fields))}")
+        settings[field] = check_method_setting(cls, where, field, value)
+    try:
+        return cls(seed=seed, **settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"method_settings.{name}", settings, str(err)) from None
+
+
+# ----------------------------------------------------------------------------- the shared part
+@dataclasses.dataclass
+class Setup:
+    """Everything the cells share."""
+
+    world: object
+    model: object
+    model_key: str
+    truth: TruthWindow
+    start: FirstBackground
+    climatology: torch.Tensor
+    device: torch.device
+    #: wall seconds of each setup stage (world, forecast model, first background), for log.txt
+    stage_seconds: dict = dataclasses.field(default_factory=dict)
+
+
+def load_model(cfg: RunConfig, world, device: torch.device, progress: bool):
+    """The forecast model and a key identifying its weights (for caches of samples/methods)."""
+    if cfg.forecast.kind == "fengwu":
+        from bench.forecast.fengwu import FengWu
+
+        f = cfg.forecast
+        model = FengWu(world.spec, f.fengwu_onnx, f.fengwu_mean, f.fengwu_std, device=device)
+        stat = Path(f.fengwu_onnx).stat()
+        key = cache.config_hash({"onnx": str(Path(f.fengwu_onnx).resolve()),
+                                 "size": stat.st_size, "mtime": stat.st_mtime_ns})
+        return model, f"fengwu-{key}"
+    from bench.forecast.emulator import EmulatorConfig
+    from bench.forecast.emulator_train import emulator_entry, load_or_train
+
+    emulator_cfg = EmulatorConfig()
+    if cfg.forecast.emulator_steps is not None:
+        emulator_cfg = dataclasses.replace(emulator_cfg, steps=cfg.forecast.emulator_steps)
+    model, _ = load_or_train(world, emulator_cfg, device=device, progress=progress)
+    return model, emulator_entry(world, emulator_cfg).name
+
+
+def climatology(world, frames: int = CLIMATOLOGY_FRAMES) -> torch.Tensor:
+    """Training-period mean (C, H, W), normalised, over at most ``frames`` evenly spaced times."""
+    train = world.period("train")
+    n = train.sizes["time"]
+    idx = np.unique(np.linspace(0, n - 1, min(n, frames)).round().astype(int))
+    return world.spec.to_tensor(train.isel(time=idx)).mean(dim=0)
+
+
+def open_world(cfg: RunConfig):
+    """The run's world (its card read and checked; nothing built)."""
+    from bench.worlds import load_world
+
+    return load_world(cfg.world, **({"path": cfg.era5_path} if cfg.era5_path else {}))
+
+
+def setup(cfg: RunConfig, progress: bool = True) -> Setup:
+    """Build (or load from the cache) what every cell of ``cfg`` shares."""
+    device = resolve_device(cfg.device)
+    if device.type == "cpu":
+        torch.set_num_threads(cfg.threads)
+    seconds, t0 = {}, time.perf_counter()
+    world = open_world(cfg)
+    print(world.prepare(progress=progress))
+    seconds["world"], t0 = time.perf_counter() - t0, time.perf_counter()
+    model, key = load_model(cfg, world, device, progress)
+    seconds["forecast model"], t0 = time.perf_counter() - t0, time.perf_counter()
+    truth = TruthWindow(world.period("test"), world.spec, device)
+    start = first_background(model, truth, cfg.cycle)
+    clim = climatology(world).to(device)
+    seconds["truth window and first background"] = time.perf_counter() - t0
+    return Setup(world, model, key, truth, start, clim, device, seconds)
+
+
+# ----------------------------------------------------------------------------- methods
+def samples(s: Setup, kind: str = "nmc", progress: bool = True, **settings) -> torch.Tensor:
+    """The world's cached background-error samples (bench/samples.py) for this model."""
+    from bench.samples import SampleSettings, load_or_make_samples
+
+    return load_or_make_samples(s.world, s.model, s.model_key,
+                                SampleSettings(kind=kind, **settings), progress=progress)
+
+
+def training_context(s: Setup, method: Assimilator, progress: bool) -> TrainingContext:
+    """What ``method.fit`` may learn from: the training period only."""
+    world, spec = s.world, s.world.spec
+    return TrainingContext(
+        spec=spec, model=s.model,
+        train_truth=lambda: spec.to_tensor(world.period("train").load()),
+        samples=lambda kind="nmc", **kw: samples(s, kind, progress, **kw),
+        device=s.device, seed=method.seed, progress=progress)
+
+
+def fit_entry(s: Setup, method: Assimilator) -> Path:
+    """The cache entry of ``method``'s fitted state on this world and model."""
+    return cache.entry_dir("methods", f"{type(method).__name__.lower()}-{s.world.name}", {
+        "config": method.cache_config(), "world": cache.config_hash(s.world.card),
+        "model": s.model_key})
+
+
+def fitted_state(s: Setup, method: Assimilator, progress: bool = True, refit: bool = False
+                 ) -> dict:
+    """``method.fit``'s output, from the cache or fitted now and cached (one atomic write)."""
+    if not method.learns:
+        return {}
+
+    def build(directory: Path) -> dict:
+        start = time.perf_counter()
+        state = method.fit(training_context(s, method, progress))
+        cache.save_state(state, directory / cache.STATE_FILE)
+        return {"method": type(method).__name__, "config": method.cache_config(),
+                "world": s.world.name, "model": s.model_key,
+                "fit_seconds": round(time.perf_counter() - start, 1)}
+
+    return cache.load_or_build(fit_entry(s, method), build,
+                               lambda entry, _: cache.load_state(entry / cache.STATE_FILE),
+                               rebuild=refit)
+
+
+def fit_and_load(s: Setup, method: Assimilator, progress: bool = True, refit: bool = False
+                 ) -> Analyser:
+    """The method ready to analyse on the run's device."""
+    return method.load(fitted_state(s, method, progress, refit), s.world.spec, s.device)
+
+
+# ----------------------------------------------------------------------------- ensembles
+def ensemble_perturbations(s: Setup, cfg: RunConfig, seed: int, members: int,
+                           progress: bool = True) -> torch.Tensor:
+    """ε (members, C, H, W): the run's initial ensemble perturbations (``initial_ensemble``)."""
+    pool = samples(s, "nmc", progress)
+    if members > pool.shape[0]:
+        raise ConfigError("members", members, f"at most the {pool.shape[0]} training-period NMC "
+                                              "samples the initial ensemble is drawn from")
+    order = np.random.default_rng([seed, int.from_bytes(b"ensemble", "little")]).permutation(
+        pool.shape[0])[:members]
+    eps = pool[torch.as_tensor(order)].to(s.start.history)
+    return cfg.ensemble.perturbation_scale * (eps - eps.mean(dim=0, keepdim=True))
+
+
+def initial_ensemble(s: Setup, cfg: RunConfig, seed: int, members: int,
+                     progress: bool = True) -> FirstBackground:
+    """The shared first background with ``members`` perturbed members (DESIGN.md §4).
+
+    Member i's frames: the first background's history + ε_i on every frame, with
+    ε_i = scale · (s_{j_i} − mean_i s_{j_i}), s_j the training-period NMC samples drawn without
+    replacement in the order of a permutation seeded by (seed, "ensemble") — so two ensemble
+    methods of a run with N and M ≥ N members share their first N draws — centred so that the
+    ensemble mean is the shared first background.
+    """
+    eps = ensemble_perturbations(s, cfg, seed, members, progress)
+    return dataclasses.replace(s.start, members=s.start.history[None] + eps[:, None])
