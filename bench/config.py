@@ -3,7 +3,7 @@ config.json beside the results. Each default is written here once: the CLI's fla
 generated from these fields (bench/cli/flags.py).
 
 Errors name the dotted field (``cycle.days``), the value and what was expected
-(``ConfigError``); only the CLI translates a field into its flag.
+(``ConfigError``, bench/validation.py); only the CLI translates a field into its flag.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import math
-import types
 import typing
-from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from bench.state import StateSpec
+from bench.validation import check, check_list, is_int, is_number, nested
 
 #: CycleSettings.history_update choices
 HISTORY_UPDATES = ("increment", "replace")
@@ -28,48 +26,6 @@ FORECAST_KINDS = ("emulator", "fengwu")
 DEVICES = ("auto", "cpu", "cuda")
 #: Hours between the frames of every world and between forecast-model steps.
 STEP_HOURS = 6
-
-
-class ConfigError(ValueError):
-    """A bad setting: ``field`` (dotted, e.g. "cycle.days"), the ``value`` and what was
-    ``expected`` (a noun phrase: "a number > 0"; a leading "expected " is dropped). ``related``
-    names the other fields a cross-field check depends on ({"days": 2.0} for a spin-up longer
-    than the run), so a message can show them too. The CLI rewrites every field as its flag
-    (bench/cli/flags.py); elsewhere the dotted names are the message.
-    """
-
-    def __init__(self, field: str, value, expected: str, related: dict | None = None):
-        expected = str(expected)
-        if expected.startswith("expected "):
-            expected = expected[len("expected "):]
-        self.field, self.value, self.expected = field, value, expected
-        self.related = dict(related or {})
-        with_ = "".join(f", with {k} = {v!r}" for k, v in self.related.items())
-        super().__init__(f"{field} = {value!r}{with_}: expected {expected}")
-
-    def __reduce__(self):  # picklable (a Dask worker raises it in another process)
-        return type(self), (self.field, self.value, self.expected, self.related)
-
-    def within(self, prefix: str) -> ConfigError:
-        """The same error for a field nested under ``prefix`` ("cycle" -> "cycle.days")."""
-        return ConfigError(f"{prefix}.{self.field}", self.value, self.expected,
-                           {f"{prefix}.{k}": v for k, v in self.related.items()})
-
-
-def check(field: str, value, ok: bool, expected: str, related: dict | None = None) -> None:
-    if not ok:
-        raise ConfigError(field, value, expected, related)
-
-
-def is_number(value) -> bool:
-    """A finite real number (bools are not numbers here)."""
-    return (isinstance(value, int | float | np.integer | np.floating)
-            and not isinstance(value, bool) and math.isfinite(float(value)))
-
-
-def is_int(value) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
 
 
 # ----------------------------------------------------------------------------- settings
@@ -318,11 +274,11 @@ class RunConfig:
     def __post_init__(self):
         for name in ("methods", "densities", "seeds"):  # None (a flag left out): empty
             object.__setattr__(self, name, tuple(getattr(self, name) or ()))
-        _list("methods", self.methods, lambda m: isinstance(m, str) and m.strip() != "",
+        check_list("methods", self.methods, lambda m: isinstance(m, str) and m.strip() != "",
               "method names, e.g. none,interp")
-        _list("densities", self.densities, lambda d: is_number(d) and 0 < d <= 1,
+        check_list("densities", self.densities, lambda d: is_number(d) and 0 < d <= 1,
               "fractions of grid points in (0, 1], e.g. 0.01,0.05")
-        _list("seeds", self.seeds, lambda s: is_int(s) and s >= 0,
+        check_list("seeds", self.seeds, lambda s: is_int(s) and s >= 0,
               "non-negative integers, e.g. 0,1,2")
         check("device", self.device, self.device in DEVICES, f"one of {', '.join(DEVICES)}")
         check("threads", self.threads, is_int(self.threads) and self.threads >= 1,
@@ -365,26 +321,6 @@ class RunConfig:
         return build(cls, d)
 
 
-def _list(field: str, values: Iterable, ok: Callable[[object], bool], expected: str) -> None:
-    """A list setting: not empty, every item valid, no duplicates."""
-    values = tuple(values)
-    check(field, values, bool(values), f"at least one value: {expected}")
-    for v in values:
-        check(field, v, ok(v), expected)
-    seen = set()
-    for v in values:
-        check(field, values, v not in seen, f"no duplicates ({v!r} appears twice)")
-        seen.add(v)
-
-
-def nested(prefix: str, make: Callable[[], object]):
-    """``make()``, with a ConfigError's field put under ``prefix`` (for nested settings)."""
-    try:
-        return make()
-    except ConfigError as err:
-        raise err.within(prefix) from None
-
-
 def build(cls: type, values: dict):
     """``cls(**values)``, nested settings given as dicts built first (``{"cycle": {"days":
     2}}``), so an error names the dotted field. An unknown key is an error too: a typo in a
@@ -400,96 +336,6 @@ def build(cls: type, values: dict):
             value = nested(key, functools.partial(build, hint, value))
         kwargs[key] = value
     return cls(**kwargs)
-
-
-# ----------------------------------------------------------------------------- --set values
-def check_method_setting(cls: type, where: str, field: str, value):
-    """``value`` for the field ``field`` of the method dataclass ``cls``, checked against the
-    field's annotation (``--set vaevar.lam=abc`` would otherwise fail deep inside the method
-    with an operator error). Values come from JSON, so the rules are JSON's: int, float (an
-    int is accepted and converted), bool (true/false), str, None for an Optional, a JSON list
-    for ``tuple[int, ...]`` / ``tuple[str, ...]`` (returned as a tuple), Literal choices.
-    Other annotations pass through: the method's own ``__post_init__`` checks its ranges and
-    choices.
-
-    Args:
-        cls: the method's dataclass (taken as an argument: bench/config.py imports no method).
-        where: the dotted field errors name, ``method_settings.<method>.<field>``; a bare
-            method name is accepted and completed.
-    Raises:
-        ConfigError(where, value, expected): an unknown field, or a value of the wrong type.
-    """
-    if "." not in where:
-        where = f"method_settings.{where}.{field}"
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and f.name != "seed"}
-    check(where, value, field in fields,
-          f"a field of {cls.__name__} ({', '.join(sorted(fields))})")
-    try:
-        hint = typing.get_type_hints(cls)[field]
-    except Exception:  # an annotation that cannot be evaluated here: the method checks it
-        return value
-    ok, converted = _coerce(hint, value)
-    check(where, value, ok, _describe(hint))
-    return converted
-
-
-def _coerce(hint, value) -> tuple[bool, object]:
-    """(whether ``value`` fits ``hint``, the value converted: int -> float, list -> tuple)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        if value is None:
-            return type(None) in args, None
-        for arg in args:
-            if arg is not type(None):
-                ok, converted = _coerce(arg, value)
-                if ok:
-                    return True, converted
-        return False, value
-    if origin is typing.Literal:
-        return value in args, value
-    if origin is tuple:
-        if not isinstance(value, list | tuple):
-            return False, value
-        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
-        if item is None:  # fixed-length tuple[int, str]: one hint per item
-            if len(args) != len(value):
-                return False, value
-            pairs = list(zip(args, value, strict=True))
-        else:
-            pairs = [(item, v) for v in value]
-        checked = [_coerce(h, v) for h, v in pairs]
-        return all(ok for ok, _ in checked), tuple(v for _, v in checked)
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        if is_number(value) and float(value).is_integer():  # 3e2 from JSON is 300.0
-            return True, int(value)
-        return False, value
-    if hint is float:
-        return (True, float(value)) if is_number(value) else (False, value)
-    if hint is str:
-        return isinstance(value, str), value
-    return True, value  # anything else: the method's own checks
-
-
-def _describe(hint) -> str:
-    """What a value of ``hint`` looks like on the command line (JSON)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (types.UnionType, typing.Union):
-        parts = [_describe(a) for a in args if a is not type(None)]
-        return " or ".join(parts + (["null"] if type(None) in args else []))
-    if origin is typing.Literal:
-        return "one of " + ", ".join(map(repr, args))
-    if origin is tuple:
-        items = {int: "integers, e.g. [32,64]", float: "numbers, e.g. [0.5,1]",
-                 str: 'strings, e.g. ["z500","t850"]', bool: "true/false values"}
-        if len(args) == 2 and args[1] is Ellipsis and args[0] in items:
-            return f"a JSON list of {items[args[0]]}"
-        return f"a JSON list of {len(args)} items ({', '.join(map(_describe, args))})" \
-            if Ellipsis not in args else "a JSON list"
-    return {bool: "true or false", int: "an integer", str: "a string",
-            float: "a finite number (an integer is accepted)"}.get(
-                hint, getattr(hint, "__name__", str(hint)))
 
 
 def differences(a: dict, b: dict, prefix: str = "") -> list[str]:

@@ -35,7 +35,6 @@ from bench import scorer
 from bench.config import (
     HISTORY_UPDATES,
     STEP_HOURS,
-    ConfigError,
     CycleSettings,
     ObservationSettings,
 )
@@ -44,6 +43,7 @@ from bench.observations import observe, observed_points
 from bench.scorer import CellScores
 from bench.state import StateSpec
 from bench.timing import Measurement, measure
+from bench.validation import ConfigError
 from methods.base import Analyser, Analysis, Background, Observations, ObservationWindow
 
 #: windows smaller than this many values are loaded into memory at once (the built-in world);

@@ -30,11 +30,12 @@ from pathlib import Path
 import xarray as xr
 
 from bench import scorer, store
-from bench.config import ConfigError, RunConfig, differences
+from bench.config import RunConfig, differences
 from bench.cycle import run_cycles
 from bench.scorer import CellScores
 from bench.setup import Setup, build_method, fit_and_load, initial_ensemble, open_world, setup
 from bench.timing import device_name
+from bench.validation import ConfigError
 
 CellKey = tuple[str, float, int]
 

@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from bench import cache
-from bench.config import ConfigError, RunConfig, check_method_setting
+from bench.config import RunConfig
 from bench.cycle import FirstBackground, TruthWindow, first_background
+from bench.validation import ConfigError, check_method_setting
 from methods import get_method
 from methods.base import Analyser, Assimilator, TrainingContext
 

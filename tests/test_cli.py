@@ -10,7 +10,6 @@ from bench.cli import main
 from bench.cli.flags import (
     FLAGLESS,
     RUN,
-    ConfigError,
     UsageError,
     config_from_args,
     field_default,
@@ -20,6 +19,7 @@ from bench.cli.flags import (
 )
 from bench.cli.parser import OWN_DEFAULTS, SUBCOMMANDS, build_parser
 from bench.config import CycleSettings, ObservationSettings, RunConfig
+from bench.validation import ConfigError
 
 #: the positional arguments each command needs to parse
 POSITIONAL = {"train": ["emulator"], "tables": ["results/run"], "compare": ["a", "--out", "b"]}

@@ -1,5 +1,6 @@
-"""bench/config.py: errors name the dotted field, the value and what was expected; nested
-settings, old config.json files, and the type check of ``--set`` values (no harness needed)."""
+"""bench/config.py and bench/validation.py: errors name the dotted field, the value and what
+was expected; nested settings, old config.json files, and the type check of ``--set`` values
+(no harness needed)."""
 
 import dataclasses
 import json
@@ -10,15 +11,13 @@ from typing import Literal
 import pytest
 
 from bench.config import (
-    ConfigError,
     CycleSettings,
     ForecastSettings,
     ObservationSettings,
     RunConfig,
     build,
-    check_method_setting,
-    nested,
 )
+from bench.validation import ConfigError, check_method_setting, nested
 
 
 def raised(make) -> ConfigError:
@@ -107,7 +106,7 @@ def test_config_json_round_trip_and_the_old_flat_layout():
 # ----------------------------------------------------------------------------- --set values
 @dataclasses.dataclass(frozen=True)
 class Toy:
-    """A stand-in for a method's dataclass (bench/config.py imports no method)."""
+    """A stand-in for a method's dataclass (the settings import no method)."""
 
     seed: int = 0
     lam: float = 1.0

@@ -10,7 +10,6 @@ from forecast_fixtures import Shift, advected_trajectory, persistence_setup, sma
 
 from bench import metrics
 from bench.config import (
-    ConfigError,
     CycleSettings,
     EnsembleSettings,
     ObservationSettings,
@@ -31,6 +30,7 @@ from bench.forecast.persistence import Persistence
 from bench.observations import observe
 from bench.scorer import CellScores
 from bench.setup import initial_ensemble
+from bench.validation import ConfigError
 from methods.base import Analysis, Background, ObservationWindow
 
 SPEC = small_spec()

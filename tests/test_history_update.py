@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from bench.config import ConfigError, CycleSettings
+from bench.config import CycleSettings
 from bench.cycle import updated_history
+from bench.validation import ConfigError
 
 
 def _frames():

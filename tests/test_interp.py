@@ -1,77 +1,36 @@
 """Interpolation (successive correction): closed forms for one and two observations, geometry on
-the sphere, skill on a smooth field, convergence over passes, configuration; the kernel sums on
-the shared neighbour search against a dense reference of the whole analysis."""
+the sphere, skill on a smooth field, convergence over passes, configuration. The kernel sums on
+the shared neighbour search are tested in tests/test_interp_neighbours.py."""
 
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from interp_fixtures import (
+    SPEC,
+    C,
+    H,
+    W,
+    background,
+    dense_setup,
+    gaussian,
+    grid_obs,
+    loaded,
+)
 from method_fixtures import R_EARTH_KM, check_untrained, great_circle_km, odd_grid_case
 
-from bench.experiments.synthetic import synthetic_spec
 from bench.state import StateSpec
 from methods import METHODS
-from methods.base import Background, Observations
+from methods.base import Observations
 from methods.common import neighbours
-from methods.interp import Interpolation, InterpolationAnalyser
-
-SPEC = StateSpec.create(
-    ["t850", "z500", "u850"], lat=np.linspace(84.375, -84.375, 16), lon=np.arange(32) * 11.25,
-    grid="legendre-gauss")
-C, H, W = SPEC.shape
+from methods.interp import Interpolation
 
 
 # --------------------------------------------------------------------------------- helpers
-def loaded(**config) -> InterpolationAnalyser:
-    """The analyser of Interpolation(**config) on SPEC's grid (nothing to fit)."""
-    return Interpolation(**config).load({}, SPEC, "cpu")
-
-
-def background(x_b: torch.Tensor) -> Background:
-    return Background(x_b=x_b, history=x_b[None], valid_time=np.datetime64("2020-01-01T00"),
-                      lead_hours=6, cycle=0)
-
-
-def grid_obs(points, dtype=torch.float32) -> Observations:
-    """Grid-point observations (K = 1) from (channel, lat_index, lon_index, value) tuples."""
-    n = len(points)
-    ch, i, j, y = (np.array([p[k] for p in points]) for k in range(4)) if n else ([],) * 4
-    i, j = np.asarray(i, dtype=int), np.asarray(j, dtype=int)
-    return Observations(
-        values=torch.as_tensor(np.asarray(y, dtype=float), dtype=dtype),
-        error_std=torch.zeros(n, dtype=dtype),
-        channel=torch.as_tensor(np.asarray(ch, dtype=int), dtype=torch.long),
-        flat_index=torch.as_tensor(i * W + j, dtype=torch.long).reshape(n, 1),
-        weights=torch.ones(n, 1, dtype=dtype),
-        lat=SPEC.lat[i], lon=SPEC.lon[j], grid_shape=(C, H, W))
-
-
 def distances_to_grid(lat, lon):
     """(H, W) great-circle distances (km) from one point to every grid point."""
     return great_circle_km(lat, lon, SPEC.lat[:, None], SPEC.lon[None, :])
-
-
-def gaussian(r, length, cutoff_scales=3.0):
-    return np.where(r < cutoff_scales * length, np.exp(-0.5 * (r / length) ** 2), 0.0)
-
-
-def smooth_field(phase: float) -> np.ndarray:
-    """(H, W) smooth field of wavenumbers 1–2, different per phase."""
-    lat, lon = np.deg2rad(SPEC.lat)[:, None], np.deg2rad(SPEC.lon)[None, :]
-    return (np.cos(lat) * np.cos(lon - phase) + 0.6 * np.sin(2 * lat)
-            + 0.4 * np.cos(lat) ** 2 * np.sin(2 * lon + phase))
-
-
-def dense_setup():
-    """Truth, a smooth background error, and noise-free observations at half the grid points
-    (checkerboard) of every channel."""
-    truth = np.stack([smooth_field(0.3 * k) for k in range(C)])
-    error = np.stack([np.roll(smooth_field(1.0 + k), 5, axis=1) for k in range(C)])
-    x_b = torch.tensor(truth + error, dtype=torch.float64)
-    points = [(c, i, j, truth[c, i, j]) for c in range(C) for i in range(H) for j in range(W)
-              if (i + j) % 2 == 0]
-    return torch.tensor(truth), x_b, grid_obs(points, dtype=torch.float64)
 
 
 def weighted_rmse(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -274,30 +233,6 @@ def test_more_passes_reduce_the_misfit(normalisation, shrink):
     assert misfits[-1] < 0.5 * misfits[0]
 
 
-def test_chunked_neighbour_search_matches_one_chunk(monkeypatch):
-    """Small chunks of neighbour pairs (many per kernel sum) bound the chunk size and give
-    the same analysis."""
-    _, x_b, obs = dense_setup()
-    budget = 600
-    sizes = []
-
-    def recording(*args, **kwargs):
-        for pairs in pairs_within(*args, **kwargs):
-            sizes.append(len(pairs))
-            yield pairs
-
-    pairs_within = neighbours.pairs_within
-    for normalisation in ("grid", "observations"):
-        method = loaded(length_scale_km=1500.0, normalisation=normalisation)
-        whole = method.analyse(background(x_b), obs).x_a
-        with monkeypatch.context() as patch:
-            patch.setattr(neighbours, "MAX_PAIRS", budget)
-            patch.setattr(neighbours, "pairs_within", recording)
-            blocked = method.analyse(background(x_b), obs).x_a
-        torch.testing.assert_close(blocked, whole, rtol=0, atol=1e-12)
-    assert max(sizes) <= budget
-    assert len(sizes) > 4 * 9  # 9 kernel sums (3 passes; 1 + 2 sums), ≥ 4 chunks each
-
 
 def test_dtype_device_and_determinism():
     x_b = torch.randn(C, H, W, generator=torch.Generator().manual_seed(2))
@@ -345,86 +280,6 @@ def test_loads_and_analyses_at_an_odd_grid_and_answers_the_cost_hooks():
     kernel = analyser.dominant_kernel(bg, obs)
     assert kernel.unit == "B" and kernel.work > 1
     assert kernel.fn()[0].shape == (9 * 16, 3)
-
-
-# --------------------------------------------------------------------------------- dense reference
-def dense_reference(method: Interpolation, spec: StateSpec, x_b: torch.Tensor,
-                    obs: Observations) -> np.ndarray:
-    """The whole successive-correction analysis with every (observation, grid point) and
-    (observation, observation) kernel entry evaluated densely, channel by channel, in numpy
-    float64 with this file's great-circle formula (unit vectors and atan2): the algorithm of
-    the module docstring without any neighbour search."""
-    c, h, w = spec.shape
-    glat, glon = np.repeat(spec.lat, w), np.tile(spec.lon, h)
-    x = x_b.double().clone()
-    channel = obs.channel.numpy()
-    for p in range(method.passes):
-        length = method.length_scale_km * method.pass_shrink**p
-        d = (obs.values.double() - obs.operator(x)).numpy()
-        increment = np.zeros((c, h * w))
-        for k in np.unique(channel):
-            idx = channel == k
-            lat, lon = obs.lat[idx], obs.lon[idx]
-            w_go = gaussian(great_circle_km(glat[:, None], glon[:, None], lat[None], lon[None]),
-                            length, method.cutoff_scales)
-            if method.normalisation == "observations":
-                w_oo = gaussian(great_circle_km(lat[:, None], lon[:, None], lat[None], lon[None]),
-                                length, method.cutoff_scales)
-                increment[k] = w_go @ (d[idx] / (w_oo.sum(axis=1) + method.smoothing))
-            else:
-                den = w_go.sum(axis=1) + method.smoothing
-                increment[k] = np.where(den > 0, (w_go @ d[idx]) / np.where(den > 0, den, 1), 0)
-        x = x + torch.as_tensor(increment.reshape(c, h, w))
-    return x.numpy()
-
-
-def polar_and_meridian_observations(spec: StateSpec, seed: int) -> Observations:
-    """A "columns" group (every channel at 12 points) and 40 single-channel observations;
-    half the points within 6° of a pole or of the 0°/360° meridian, one on the north pole.
-    H reads each one's nearest grid point (its position is off the grid)."""
-    rng = np.random.default_rng(seed)
-    c, h, w = spec.shape
-
-    def points(n):
-        lat = np.concatenate([rng.uniform(-90, 90, n - n // 2),
-                              rng.choice([-1, 1], n // 2) * rng.uniform(84, 90, n // 2)])
-        lon = np.concatenate([rng.uniform(0, 360, n - n // 2),
-                              np.mod(rng.uniform(-6, 6, n // 2), 360.0)])
-        return lat, lon
-    col_lat, col_lon = points(12)
-    col_lat[0] = 90.0
-    one_lat, one_lon = points(40)
-    lat = np.concatenate([np.tile(col_lat, c), one_lat])
-    lon = np.concatenate([np.tile(col_lon, c), one_lon])
-    channel = np.concatenate([np.repeat(np.arange(c), 12), rng.integers(0, c, 40)])
-    i = np.abs(spec.lat[None, :] - lat[:, None]).argmin(axis=1)
-    j = np.abs(np.mod(spec.lon[None, :] - lon[:, None] + 180, 360) - 180).argmin(axis=1)
-    n = lat.size
-    return Observations(values=torch.as_tensor(rng.normal(size=n)),
-                        error_std=torch.zeros(n, dtype=torch.float64),
-                        channel=torch.as_tensor(channel),
-                        flat_index=torch.as_tensor(i * w + j)[:, None],
-                        weights=torch.ones(n, 1, dtype=torch.float64), lat=lat, lon=lon,
-                        grid_shape=spec.shape)
-
-
-@pytest.mark.parametrize("normalisation, smoothing", [("observations", 0.0), ("grid", 0.0),
-                                                      ("grid", 0.2), ("observations", 0.3)])
-@pytest.mark.parametrize("nlat, nlon", [(19, 36), (16, 30)])
-def test_analysis_equals_the_dense_reference(monkeypatch, normalisation, smoothing, nlat, nlon):
-    """The analysis through the shared neighbour search (in many small chunks) equals the
-    dense computation to float64 round-off, near the poles and across 0°/360° too."""
-    spec = synthetic_spec(nlat, nlon, 3)  # odd nlat: equiangular with poles; even: Gaussian
-    obs = polar_and_meridian_observations(spec, seed=nlat)
-    x_b = torch.as_tensor(np.random.default_rng(0).normal(size=spec.shape))
-    method = Interpolation(length_scale_km=900.0, passes=3, pass_shrink=0.6, smoothing=smoothing,
-                           normalisation=normalisation)
-    reference = dense_reference(method, spec, x_b, obs)
-    monkeypatch.setattr(neighbours, "MAX_PAIRS", 50)
-    x_a = method.load({}, spec, "cpu").analyse(background(x_b), obs).x_a
-    increment = np.abs(reference - x_b.numpy()).max()
-    assert increment > 0.1
-    np.testing.assert_allclose(x_a.numpy(), reference, rtol=0, atol=1e-12 * increment)
 
 
 @pytest.mark.parametrize("bad", [

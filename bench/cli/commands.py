@@ -22,8 +22,8 @@ from bench.cli.flags import (
     settings_from_args,
 )
 from bench.cli.parser import build_parser
-from bench.config import ConfigError
 from bench.report.tables import HEADLINE
+from bench.validation import ConfigError
 
 
 def _cmd_worlds(args: argparse.Namespace) -> int:

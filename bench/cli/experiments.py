@@ -12,8 +12,8 @@ import dataclasses
 from pathlib import Path
 from typing import ClassVar
 
-from bench.config import check, is_int, is_number
 from bench.state import FENGWU_CHANNELS
+from bench.validation import check, is_int, is_number
 
 
 @dataclasses.dataclass(frozen=True)

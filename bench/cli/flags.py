@@ -27,10 +27,10 @@ from bench.config import (
     FORECAST_KINDS,
     HISTORY_UPDATES,
     SAMPLING_MODES,
-    ConfigError,
     RunConfig,
     build,
 )
+from bench.validation import ConfigError
 
 
 class UsageError(Exception):
@@ -225,7 +225,7 @@ def _metavar(hint) -> str:
 def method_settings(items: Iterable[str] | None) -> dict[str, dict]:
     """``--set METHOD.FIELD=VALUE`` items -> {method: {field: value}}. VALUE is read as JSON
     (numbers, true/false, null, lists) and otherwise kept as a string; whether it fits the
-    field is checked against the method's annotation (config.check_method_setting)."""
+    field is checked against the method's annotation (validation.check_method_setting)."""
     out: dict[str, dict] = {}
     for item in items or []:
         key, sep, text = item.partition("=")

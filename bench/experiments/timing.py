@@ -30,7 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import store
-from bench.config import DEVICES, ConfigError, ObservationSettings
+from bench.config import DEVICES, ObservationSettings
 from bench.experiments.synthetic import (
     MAX_CHANNELS,
     available_bytes,
@@ -42,6 +42,7 @@ from bench.observations import observe
 from bench.setup import resolve_device
 from bench.state import StateSpec
 from bench.timing import device_name, measure
+from bench.validation import ConfigError
 from methods import METHODS, get_method
 from methods.base import Analyser, Assimilator, Background, Kernel, MemoryEstimate, Observations
 

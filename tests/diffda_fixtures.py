@@ -1,0 +1,21 @@
+"""Shared by the DiffDA tests (tests/test_diffda*.py): exact grid-point observations."""
+
+import numpy as np
+import torch
+
+from methods.base import Observations
+
+
+def grid_observations(spec, state, points, channels=None):
+    """Exact grid-point observations of ``state`` at flat ``points`` (all channels or some)."""
+    c, h, w = spec.shape
+    channels = range(c) if channels is None else channels
+    pairs = [(k, p) for k in channels for p in points]
+    channel = torch.tensor([k for k, _ in pairs], dtype=torch.long)
+    flat = torch.tensor([p for _, p in pairs], dtype=torch.long)
+    lat = np.asarray(spec.lat)[flat.numpy() // w]
+    lon = np.asarray(spec.lon)[flat.numpy() % w]
+    values = state.reshape(c, -1)[channel, flat]
+    return Observations(values=values, error_std=torch.zeros_like(values), channel=channel,
+                        flat_index=flat[:, None], weights=torch.ones(len(pairs), 1), lat=lat,
+                        lon=lon, grid_shape=tuple(spec.shape))
