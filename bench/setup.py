@@ -24,7 +24,7 @@ from bench import cache
 from bench.config import RunConfig
 from bench.cycle import FirstBackground, TruthWindow, first_background
 from bench.validation import ConfigError, check_method_setting
-from methods import get_method
+from methods import METHODS, get_method
 from methods.base import Analyser, Assimilator, TrainingContext
 
 #: Frames of the training period averaged into the climatology (evenly spaced).
@@ -46,6 +46,9 @@ def build_method(cfg: RunConfig, name: str, seed: int = 0) -> Assimilator:
     Raises ConfigError naming ``method_settings.<name>.<field>`` when a field does not exist,
     its value has the wrong type, or the method refuses it.
     """
+    if name not in METHODS:
+        raise ConfigError("methods", name, f"a registered method: {', '.join(METHODS)} "
+                                           "(unknown method; see `python -m bench methods`)")
     cls = get_method(name)
     settings = dict(cfg.method_settings.get(name, {}))
     fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}

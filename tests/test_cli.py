@@ -229,7 +229,7 @@ def test_set_gives_a_method_a_hyper_parameter_for_the_run():
 
 
 @pytest.mark.parametrize("extra,expected", [
-    (["--methods", "nosuch"], "unknown method 'nosuch'"),
+    (["--methods", "nosuch"], "--methods nosuch: expected a registered method"),
     (["--world", "mars"], "unknown world 'mars'"),
     (["--model", "fengwu", "--fengwu-onnx", "no.onnx", "--fengwu-mean", "m.npy",
       "--fengwu-std", "s.npy"], "--fengwu-onnx no.onnx:"),
