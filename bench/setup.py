@@ -2,7 +2,7 @@
 the first background, the climatology; and the methods, fitted through the runner's cache.
 
     s = setup(cfg)                                  world, model, truth, first background
-    method = build_method(cfg, "3dvar", seed)       the frozen hyper-parameters (--set checked)
+    method = build_method(cfg, name, seed)          the frozen hyper-parameters (--set checked)
     analyser = fit_and_load(s, method)              fit (cached atomically, bench/cache.py) → load
     start = initial_ensemble(s, cfg, seed, N)       an ensemble method's first members
 

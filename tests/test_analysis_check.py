@@ -86,7 +86,8 @@ def test_check_command_refuses_bad_input_in_one_line(capsys, isolated_cache):
     for args, expected in [(["--errors", "oops"], "--errors oops: expected one of forecast, nmc"),
                            (["--starts", "0"], "--starts 0"),
                            (["--lead-hours", "7"], "--lead-hours 7"),
-                           (["--methods", "none,nosuch"], "--methods nosuch: expected a registered method")]:
+                           (["--methods", "none,nosuch"],
+                            "--methods nosuch: expected a registered method")]:
         assert main(["check", "--methods", "none", *args]) == 2, args
         err = capsys.readouterr().err.strip()
         assert expected in err and err.count("\n") == 0, (args, err)

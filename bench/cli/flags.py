@@ -247,7 +247,7 @@ def method_settings(items: Iterable[str] | None) -> dict[str, dict]:
 def settings_from_args(args: argparse.Namespace, root: type, **overrides):
     """The ``root`` dataclass a command line describes: every flag of the command whose root
     is ``root`` (``args.flags``, set by bench/cli/parser.py), plus ``overrides`` (dotted field
-    -> value, e.g. ``methods=("vaevar",)``). Raises UsageError for unreadable text and
+    -> value, e.g. ``methods=("none",)``). Raises UsageError for unreadable text and
     ConfigError (dotted field) for values the dataclasses refuse."""
     values = {f.field: f.value(args) for f in args.flags if f.root is root}
     values.update(overrides)
