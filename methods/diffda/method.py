@@ -118,9 +118,10 @@ class DiffDA(Assimilator):
     analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff")
 
     def __post_init__(self):
-        # a config read back from JSON holds lists; keep the fields hashable and comparable
+        # tuples, so the method stays hashable (the harness turns JSON lists into tuples)
         for name in ("leads_hours", "block_out_channels"):
-            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+            self.check_fields([(name, isinstance(getattr(self, name), tuple),
+                                "a tuple of integers")])
         checks = (
             ("leads_hours", len(self.leads_hours) >= 1 and len(set(self.leads_hours)) ==
              len(self.leads_hours) and all(v > 0 and v % STEP_HOURS == 0

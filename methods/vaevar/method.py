@@ -138,11 +138,12 @@ class VAEVar(Assimilator):
                        "analysis_dtype", "subtract_offset", "odd_decoder")
 
     def __post_init__(self):
-        # a config read back from JSON holds a list; keep the field hashable and comparable
-        object.__setattr__(self, "widths", tuple(int(v) for v in self.widths))
         checks = (
             ("latent_channels", self.latent_channels >= 1, "an integer ≥ 1"),
-            ("widths", len(self.widths) >= 1 and min(self.widths) >= 1, "positive integers"),
+            # a tuple, so the method stays hashable (the harness turns JSON lists into tuples)
+            ("widths", isinstance(self.widths, tuple) and len(self.widths) >= 1 and
+             all(isinstance(v, int) and v >= 1 for v in self.widths),
+             "a tuple of positive integers"),
             ("downsamplings", 0 <= self.downsamplings < len(self.widths),
              "in [0, len(widths))"),
             ("epochs", self.epochs >= 1, "an integer ≥ 1"),
