@@ -190,12 +190,16 @@ def analysis_problem(analysis, background: Background, members: int) -> str | No
 
 
 def score_step(scores: CellScores, k: int, background: Background, analysis: Analysis | None,
-               x_true: torch.Tensor, clim: torch.Tensor, weights: np.ndarray) -> None:
-    """Background and (when usable) analysis scores of cycle k."""
+               x_true: torch.Tensor, clim: torch.Tensor, weights: np.ndarray,
+               obs: Observations | None = None) -> None:
+    """Background and (when usable) analysis scores of cycle k against the truth, and in
+    observation space against ``obs`` (the observations at the analysis time)."""
     b_members = None if background.members is None else background.members[:, -1]
     scores.score(k, "background", background.x_b, x_true, clim, weights, b_members)
     if analysis is not None:
         scores.score(k, "analysis", analysis.x_a, x_true, clim, weights, analysis.members)
+        if obs is not None:
+            scores.score_observations(k, obs, background.x_b, analysis.x_a)
 
 
 def updated_history(history: torch.Tensor, x_b: torch.Tensor, x_a: torch.Tensor,
@@ -276,7 +280,8 @@ def run_cycles(
         scores.record(k, analysis_seconds=cost.seconds, peak_memory_bytes=cost.peak_bytes,
                       n_obs=len(obs), n_points=observed_points(first), dropped_obs=first.dropped)
         problem = analysis_problem(analysis, background, members)
-        score_step(scores, k, background, None if problem else analysis, x_true, clim, weights)
+        score_step(scores, k, background, None if problem else analysis, x_true, clim, weights,
+                   first)
         if problem:
             scores.stop(k, problem)
             break
@@ -287,9 +292,9 @@ def run_cycles(
             scores.stop(k, f"analysis RMSE {error:.3g} (normalised, channel mean) exceeds "
                            f"{settings.divergence_factor} x climatology's {clim_error:.3g}")
             break
-        state = assimilate(state, background, analysis, settings.history_update)
+        prior, state = state, assimilate(state, background, analysis, settings.history_update)
         if starts is not None and k in starts:
-            _free_forecast(scores, k, model, state, truth, t, clim, weights)
+            free_forecasts(scores, k, model, prior, state, truth, t, clim, weights)
         if k + 1 < settings.cycles:
             state, seconds = propagate(state, model, forecast_batch)
             scores.record(k, forecast_seconds=seconds)
@@ -302,16 +307,24 @@ def scores_of_climatology(clim: torch.Tensor, x_true: torch.Tensor, spec: StateS
     return scorer.scores(clim, x_true, clim, spec, weights)[0] / spec.std
 
 
-def _free_forecast(scores: CellScores, k: int, model: ForecastModel, state: CycleState,
-                   truth: TruthWindow, t: int, clim: torch.Tensor, weights) -> None:
-    """Score a forecast from the (mean) analysis history at every 6-h lead inside the window."""
+def free_forecasts(scores: CellScores, k: int, model: ForecastModel, prior: CycleState,
+                   state: CycleState, truth: TruthWindow, t: int, clim: torch.Tensor,
+                   weights) -> None:
+    """Score forecasts at every 6-h lead inside the test period from the (mean) analysis, and,
+    as references, from the (mean) background before the analysis and from the truth."""
     row = int(np.nonzero(scores.forecast_starts == k)[0][0])
-    leads = scores.forecast_rmse.shape[1]
+    leads = scores.forecasts["forecast_rmse"].shape[1]
     available = min(leads, len(truth) - 1 - t)
     if available < 1:
         return
-    history = state.frames.mean(0) if state.ensemble else state.frames[0]
-    forecast = model.rollout(history[None], available)[0]
-    for s in range(available):
-        scores.forecast_rmse[row, s] = scorer.scores(forecast[s], truth.frame(t + s + 1), clim,
-                                                   truth.spec, weights)[0]
+
+    def mean_frames(s: CycleState) -> torch.Tensor:
+        return s.frames.mean(0) if s.ensemble else s.frames[0]
+
+    starts = {"forecast_rmse": mean_frames(state), "background_forecast_rmse": mean_frames(prior),
+              "truth_forecast_rmse": truth.frames(t - model.history + 1, t + 1)}
+    for name, history in starts.items():
+        forecast = model.rollout(history[None], available)[0]
+        for s in range(available):
+            scores.forecasts[name][row, s] = scorer.scores(forecast[s], truth.frame(t + s + 1),
+                                                           clim, truth.spec, weights)[0]

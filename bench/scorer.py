@@ -16,6 +16,15 @@ metrics.nc — dims ``method`` (str), ``density`` (float, observed fraction of g
     spread             (…, cycle, phase, channel)  ensemble spread: √(latitude-weighted mean of
                                                     the members' variance, N − 1) [channel];
                                                     NaN for deterministic methods
+    crps               (…, cycle, phase, channel)  latitude-weighted fair CRPS of the members
+                                                    (bench/metrics.crps_fair) [channel]; NaN for
+                                                    deterministic methods
+    obs_count          (…, cycle, channel)  observations of the channel at the analysis time
+    omb_mean, omb_rms  (…, cycle, channel)  O − B = y − H x_b [channel]     (bench/innovations.py;
+    oma_mean, oma_rms  (…, cycle, channel)  O − A = y − H x_a [channel]      NaN where the
+    desroziers_r       (…, cycle, channel)  mean (O − A)(O − B) [channel²]   channel has no
+    desroziers_hbh     (…, cycle, channel)  mean (H x_a − H x_b)(O − B) [channel²]  observation)
+    obs_error_var      (…, cycle, channel)  mean σ_o² given to the method [channel²]
     analysis_seconds   (…, cycle)   wall time of ``analyse`` [s]
     peak_memory_bytes  (…, cycle)   memory the analysis added [B] (attr peak_memory_kind says how)
     forecast_seconds   (…, cycle)   wall time of the 6-hour forecast after the analysis (every
@@ -32,6 +41,9 @@ metrics.nc — dims ``method`` (str), ``density`` (float, observed fraction of g
     diverged_reason    (…)          why
     forecast_rmse      (…, forecast_start, lead_hours, channel)  free forecasts from analyses
                                     (only with --forecast-every) [channel units]
+    background_forecast_rmse, truth_forecast_rmse  (same dims)  the same model's forecasts from
+                                    the background (before the analysis) and from the truth
+                                    at the same starts: the references of "lead time gained"
 
 where … is (method, density, seed). Attributes: device, world, model, spinup_cycles, command,
 config (the RunConfig JSON), peak_memory_kind.
@@ -44,12 +56,17 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from bench import metrics
+from bench import innovations, metrics
 from bench.state import StateSpec
+from methods.base import Observations
 
 PHASES = ("background", "analysis")
 #: Variables with dims (cycle, phase, channel).
-PER_CHANNEL = ("rmse", "bias", "acc", "spread")
+PER_CHANNEL = ("rmse", "bias", "acc", "spread", "crps")
+#: Variables with dims (cycle, channel): observation-space diagnostics (bench/innovations.py).
+PER_OBSERVED_CHANNEL = innovations.NAMES
+#: Free forecasts with dims (forecast_start, lead_hours, channel), by where they start.
+FORECASTS = ("forecast_rmse", "background_forecast_rmse", "truth_forecast_rmse")
 #: Variables with dim (cycle,).
 PER_CYCLE = ("analysis_seconds", "peak_memory_bytes", "forecast_seconds", "n_obs", "n_points",
              "dropped_obs")
@@ -78,6 +95,15 @@ def spread(members: torch.Tensor, spec: StateSpec, weights: np.ndarray) -> np.nd
     return (torch.sqrt((var * w).mean(dim=(-2, -1))) * torch.tensor(spec.std)).numpy()
 
 
+def crps(members: torch.Tensor, truth: torch.Tensor, spec: StateSpec,
+         weights: np.ndarray) -> np.ndarray:
+    """Fair CRPS per channel in physical units, (C,), of members (N, C, H, W); NaN for N < 2."""
+    if members.shape[0] < 2:
+        return np.full(members.shape[1], np.nan)
+    value = metrics.crps_fair(members.double().cpu(), truth.double().cpu(), weights)
+    return (value * torch.tensor(spec.std)).numpy()
+
+
 class CellScores:
     """The records of one (method, density, seed) cell; see the module docstring for names."""
 
@@ -88,12 +114,15 @@ class CellScores:
         self.per_channel = {name: np.full((cycles, len(PHASES), c), np.nan)
                             for name in PER_CHANNEL}
         self.per_cycle = {name: np.full(cycles, np.nan) for name in PER_CYCLE}
+        self.per_observed_channel = {name: np.full((cycles, c), np.nan)
+                                     for name in PER_OBSERVED_CHANNEL}
         self.diagnostics: list[dict] = [{} for _ in range(cycles)]
         self.members, self.window_hours = members, window_hours
         self.status, self.stopped_at, self.reason = "ok", -1, ""
         self.forecast_starts = forecast_starts
-        self.forecast_rmse = (None if forecast_starts is None else
-                              np.full((len(forecast_starts), forecast_leads, c), np.nan))
+        self.forecasts = ({} if forecast_starts is None else
+                          {name: np.full((len(forecast_starts), forecast_leads, c), np.nan)
+                           for name in FORECASTS})
 
     def score(self, k: int, phase: str, x: torch.Tensor, truth: torch.Tensor, clim: torch.Tensor,
               weights: np.ndarray, members: torch.Tensor | None = None) -> None:
@@ -104,6 +133,13 @@ class CellScores:
         self.per_channel["acc"][k, p] = a
         if members is not None:
             self.per_channel["spread"][k, p] = spread(members, self.spec, weights)
+            self.per_channel["crps"][k, p] = crps(members, truth, self.spec, weights)
+
+    def score_observations(self, k: int, obs: Observations, x_b: torch.Tensor,
+                           x_a: torch.Tensor) -> None:
+        """O − B, O − A and Desroziers statistics of cycle k (bench/innovations.py)."""
+        for name, values in innovations.innovation_statistics(obs, x_b, x_a, self.spec).items():
+            self.per_observed_channel[name][k] = values
 
     def record(self, k: int, **values: float) -> None:
         """Per-cycle numbers (PER_CYCLE names)."""
@@ -126,6 +162,8 @@ class CellScores:
         dims3 = ("cycle", "phase", "channel")
         data = {name: (dims3, v) for name, v in self.per_channel.items()}
         data.update({name: ("cycle", v) for name, v in self.per_cycle.items()})
+        data.update({name: (("cycle", "channel"), v)
+                     for name, v in self.per_observed_channel.items()})
         data.update({
             "members": ((), self.members), "window_hours": ((), self.window_hours),
             "status": ((), self.status), "diverged_cycle": ((), self.stopped_at),
@@ -139,11 +177,12 @@ class CellScores:
         coords = {"cycle": np.arange(self.cycles), "phase": list(PHASES),
                   "channel": list(self.spec.names), "valid_time": ("cycle", times),
                   "units": ("channel", [ch.units for ch in self.spec.channels])}
-        if self.forecast_rmse is not None:
-            data["forecast_rmse"] = (("forecast_start", "lead_hours", "channel"),
-                                     self.forecast_rmse)
+        if self.forecasts:
+            data.update({name: (("forecast_start", "lead_hours", "channel"), v)
+                         for name, v in self.forecasts.items()})
             coords["forecast_start"] = self.forecast_starts
-            coords["lead_hours"] = 6 * np.arange(1, self.forecast_rmse.shape[1] + 1)
+            leads = self.forecasts["forecast_rmse"].shape[1]
+            coords["lead_hours"] = 6 * np.arange(1, leads + 1)
         return xr.Dataset(data, coords=coords)
 
 

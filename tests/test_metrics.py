@@ -55,3 +55,43 @@ def test_rmse_agrees_with_xskillscore_weighted_rmse():
     np.testing.assert_allclose(metrics.rmse(torch.from_numpy(forecast), torch.from_numpy(truth),
                                             w).numpy(),
                                np.sqrt((per_time.values**2).mean(axis=0)), rtol=1e-12)
+
+
+def _crps_by_pairs(members, truth):
+    """The fair CRPS straight from its definition, O(N²) pairs, per grid value."""
+    n = members.shape[0]
+    skill = (members - truth[None]).abs().mean(dim=0)
+    pairs = (members[:, None] - members[None, :]).abs().sum(dim=(0, 1))
+    return skill - pairs / (2 * n * (n - 1))
+
+
+def test_fair_crps_equals_its_definition_and_properscoring_up_to_the_finite_n_term():
+    import properscoring
+
+    from bench.metrics import crps_fair
+
+    g = torch.Generator().manual_seed(3)
+    members = torch.randn(7, 2, 4, 8, generator=g, dtype=torch.float64)
+    truth = torch.randn(2, 4, 8, generator=g, dtype=torch.float64)
+    w = np.ones(4)
+    expected = _crps_by_pairs(members, truth).mean(dim=(-2, -1))
+    torch.testing.assert_close(crps_fair(members, truth, w), expected)
+    # properscoring's ensemble CRPS divides the pair sum by 2N² instead of 2N(N − 1)
+    n = members.shape[0]
+    ps = properscoring.crps_ensemble(truth.numpy(), np.moveaxis(members.numpy(), 0, -1))
+    pair_sum = (members[:, None] - members[None, :]).abs().sum(dim=(0, 1)).numpy()
+    fair = ps + pair_sum / (2 * n * n) - pair_sum / (2 * n * (n - 1))
+    np.testing.assert_allclose(crps_fair(members, truth, w).numpy(), fair.mean(axis=(-2, -1)))
+
+
+def test_fair_crps_is_unbiased_for_a_gaussian_truth_draw():
+    """E[fair CRPS] of N members from N(0, 1) against y ~ N(0, 1) is the CRPS of N(0, 1)
+    against itself, 1/√π, for any N (the finite-N estimator has no N-dependent bias)."""
+    from bench.metrics import crps_fair
+
+    g = torch.Generator().manual_seed(4)
+    for n in (2, 5):
+        members = torch.randn(n, 1, 200, 200, generator=g, dtype=torch.float64)
+        truth = torch.randn(1, 200, 200, generator=g, dtype=torch.float64)
+        value = float(crps_fair(members, truth, np.ones(200)))
+        assert abs(value - 1 / np.sqrt(np.pi)) < 0.01, (n, value)
