@@ -20,6 +20,8 @@ from bench.validation import check, check_list, is_int, is_number, nested
 
 #: CycleSettings.history_update choices
 HISTORY_UPDATES = ("increment", "replace")
+#: CycleSettings.period choices: the periods that may be cycled (never the training period)
+CYCLED_PERIODS = ("test", "valid")
 #: ObservationSettings.sampling choices
 SAMPLING_MODES: tuple[str, ...] = ("columns", "elements")
 FORECAST_KINDS = ("emulator", "fengwu")
@@ -152,6 +154,9 @@ class CycleSettings:
     """The cycling protocol (DESIGN.md §4).
 
     Attributes:
+        period: the world's period that is cycled: "test" (every result) or "valid" (choosing
+            a setting — inflation, λ, a mask width — on cycles that never touch the test
+            period; the training period is never cycled).
         days: length of the cycled window; 4 six-hourly cycles a day.
         first_lead_hours: lead of the time-lagged first background (forecast from truth).
         start: valid time of the first analysis (ISO); None = the test period's start plus
@@ -173,6 +178,7 @@ class CycleSettings:
             errors grow cycle after cycle.
     """
 
+    period: str = "test"
     days: float = 15.0
     first_lead_hours: int = 48
     start: str | None = None
@@ -183,6 +189,8 @@ class CycleSettings:
     history_update: str = "increment"
 
     def __post_init__(self):
+        check("period", self.period, self.period in CYCLED_PERIODS,
+              f"one of {', '.join(CYCLED_PERIODS)} (the training period is never cycled)")
         check("days", self.days, is_number(self.days) and self.days > 0 and self.cycles >= 1,
               "a positive number of days giving at least one 6-hourly cycle (>= 0.25)")
         check("first_lead_hours", self.first_lead_hours,

@@ -103,19 +103,19 @@ def first_background(
         matches = np.nonzero(truth.times == np.datetime64(settings.start, "ns"))[0]
         if not len(matches):
             raise ConfigError("cycle.start", settings.start,
-                              f"a valid time of the test period ({truth.times[0]} .. "
+                              f"a valid time of the cycled period ({truth.times[0]} .. "
                               f"{truth.times[-1]}, 6-hourly)")
         start = int(matches[0])
     origin = start - lead
     if origin - model.history + 1 < 0:
         raise ConfigError("cycle.start", settings.start,
                           f"a time with truth {settings.first_lead_hours} h + "
-                          f"{(model.history - 1) * STEP_HOURS} h before it in the test period "
+                          f"{(model.history - 1) * STEP_HOURS} h before it in the cycled period "
                           f"(the first background's forecast); start later")
     if start + settings.cycles > len(truth):
         raise ConfigError("cycle.days", settings.days,
                           f"{settings.cycles} cycles from {truth.times[start]} that end inside "
-                          f"the test period ({truth.times[-1]}); use fewer days")
+                          f"the cycled period ({truth.times[-1]}); use fewer days")
     inputs = truth.frames(origin - model.history + 1, origin + 1)
     forecast = model.rollout(inputs[None], lead)[0]
     sequence = torch.cat([inputs, forecast])
@@ -159,7 +159,7 @@ def observe_step(truth: TruthWindow, t: int, k: int, settings: ObservationSettin
     if t + offsets[-1] // STEP_HOURS >= len(truth):
         raise ConfigError("cycle.days", None,
                           f"cycles whose {window_hours} h observation windows end inside the "
-                          f"test period ({truth.times[-1]}); use fewer days")
+                          f"cycled period ({truth.times[-1]}); use fewer days")
     drawn = tuple((o, observe(truth.frame(t + o // STEP_HOURS), truth.spec, settings,
                               cycle=k + o // STEP_HOURS)) for o in offsets)
     handle = model if model is not None and model.differentiable else None
@@ -310,7 +310,7 @@ def scores_of_climatology(clim: torch.Tensor, x_true: torch.Tensor, spec: StateS
 def free_forecasts(scores: CellScores, k: int, model: ForecastModel, prior: CycleState,
                    state: CycleState, truth: TruthWindow, t: int, clim: torch.Tensor,
                    weights) -> None:
-    """Score forecasts at every 6-h lead inside the test period from the (mean) analysis, and,
+    """Score forecasts at every 6-h lead inside the cycled period from the (mean) analysis, and,
     as references, from the (mean) background before the analysis and from the truth."""
     row = int(np.nonzero(scores.forecast_starts == k)[0][0])
     leads = scores.forecasts["forecast_rmse"].shape[1]

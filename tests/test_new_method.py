@@ -117,3 +117,23 @@ def test_the_harness_names_no_method():
                 if used:
                     imported[str(p.relative_to(ROOT))] = sorted(used)
     assert not imported, f"the harness imports methods by name: {imported}"
+
+
+def test_period_valid_cycles_the_validation_period_only(tiny_era5, capsys):
+    """Settings are chosen on `--period valid` cycles; their valid times lie in the card's
+    validation period, and the training period cannot be cycled."""
+    from bench.config import CycleSettings
+    from bench.validation import ConfigError
+
+    store, tmp = tiny_era5
+    out = tmp / "valid-run"
+    code = main(["run", "--world", "era5-wb2", "--era5-path", str(store), "--model", "emulator",
+                 "--emulator-steps", "1", "--methods", "none", "--density", "0.3",
+                 "--period", "valid", "--days", "0.75", "--first-lead", "6",
+                 "--spinup-cycles", "1", "--device", "cpu", "--out", str(out), "-q"])
+    assert code == 0, capsys.readouterr()
+    times = xr.load_dataset(out / "metrics.nc")["valid_time"].values
+    valid = (np.datetime64("2018-01-05"), np.datetime64("2018-01-07"))
+    assert ((times >= valid[0]) & (times < valid[1])).all()
+    with pytest.raises(ConfigError, match="period"):
+        CycleSettings(period="train")

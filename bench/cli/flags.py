@@ -342,8 +342,10 @@ RUN = (
          invert=True),
     Flag("--window-every", "observations.window_every_hours",
          "hours between observation times inside a 4D method's window"),
+    Flag("--period", "cycle.period", "the world's period cycled: test (results) or valid "
+                                     "(to choose settings without looking at the test period)"),
     Flag("--first-lead", "cycle.first_lead_hours", "lead (h) of the first background"),
-    Flag("--start", "cycle.start", "valid time of the first analysis (ISO; default: the test "
+    Flag("--start", "cycle.start", "valid time of the first analysis (ISO; default: the cycled "
                                    "period's start + the first lead + 6 h)"),
     Flag("--spinup-cycles", "cycle.spinup_cycles", "cycles left out of the skill tables"),
     Flag("--divergence-factor", "cycle.divergence_factor",
