@@ -6,8 +6,10 @@ metrics.nc. The runner, the tables, the figures and ``bench compare`` read these
 
 metrics.nc — dims ``method`` (str), ``density`` (float, observed fraction of grid points),
 ``seed`` (int), ``cycle`` (int, 0-based), ``phase`` ("background", "analysis"), ``channel``
-(str, e.g. "z500"); coordinates ``valid_time`` (cycle) and ``units`` (channel, SI, e.g.
-"m**2 s**-2"). Variables (units in brackets; NaN where not applicable or after a stop):
+(str, e.g. "z500"); coordinates ``valid_time`` (cycle), ``units`` (channel, SI, e.g.
+"m**2 s**-2") and ``norm_std`` (channel, channel units: the world's normalisation std, the scale
+of "normalised" errors such as the divergence test's). Variables (units in brackets; NaN where
+not applicable or after a stop):
 
     rmse               (…, cycle, phase, channel)  latitude-weighted RMSE vs truth [channel units]
     bias               (…, cycle, phase, channel)  latitude-weighted mean of x − truth [channel]
@@ -176,7 +178,8 @@ class CellScores:
             data[f"diag_{key}"] = ("cycle", values)
         coords = {"cycle": np.arange(self.cycles), "phase": list(PHASES),
                   "channel": list(self.spec.names), "valid_time": ("cycle", times),
-                  "units": ("channel", [ch.units for ch in self.spec.channels])}
+                  "units": ("channel", [ch.units for ch in self.spec.channels]),
+                  "norm_std": ("channel", np.asarray(self.spec.std, dtype=np.float64))}
         if self.forecasts:
             data.update({name: (("forecast_start", "lead_hours", "channel"), v)
                          for name, v in self.forecasts.items()})

@@ -16,7 +16,27 @@ figure (NaN, "unknown"). ``letkf`` is an ensemble (``ENSEMBLE_MEMBERS`` members)
 is a little smaller than its RMSE (under-dispersive) and its forecast, of every member, takes
 longer; the spread of the deterministic methods is NaN. The forecast after the last cycle (and
 after a divergence) is NaN. ``legacy`` drops the variables metrics.nc files did not have before
-ensembles (``NEW_VARIABLES``).
+ensembles (``NEW_VARIABLES``) and everything newer.
+
+Observation-space diagnostics and free forecasts with known answers (``with_diagnostics``,
+``make_metrics(diagnostics=True)``; ``before_diagnostics`` drops them again, as in a metrics.nc
+written before they existed):
+
+- Innovations of a linear-Gaussian toy: per observation d_b = ε_o − ε_b, ε_o ~ N(0, σ_o²) (the
+  same for every method: observations do not depend on it), ε_b ~ N(0, σ_b²) (per method),
+  σ_b the channel's RMSE scale and σ_o = ``OBS_ERROR_FRACTION`` σ_b; each method's analysis is
+  the exact Kalman update in observation space with the variances it assumes
+  (``ASSUMED``: factors on σ_b² and σ_o²): K = a_b σ_b² / (a_b σ_b² + a_o σ_o²),
+  H x_a − H x_b = K d_b, d_a = (1 − K) d_b; ``obs_error_var`` is the σ_o² it is given. Where
+  the method's assumptions are right, Desroziers' E[d_a d_b] = σ_o² and E[(Hx_a − Hx_b) d_b] =
+  σ_b². ``UNOBSERVED`` has no observations (count 0, NaN). ``diag_j_min`` (variational
+  methods only) is ½ d_bᵀ (a_b HBHᵀ + a_o R)⁻¹ d_b over every observation of the cycle, so
+  2 J_min / n_obs ≈ 1 when the assumptions are right; ``n_obs`` counts the observed channels.
+- Free forecasts at starts ``FORECAST_STARTS``, leads 6..``FORECAST_HOURS`` h: from the truth
+  RMSE σ_b · g(L) (g increasing), from the analysis σ_b · g(L + A), from the background
+  σ_b · g(L + A + 6) (``none``: + 0), A = ``ANALYSIS_AGE`` hours, each start's three curves
+  scaled by one random factor. The last start lacks the leads past the end of the period.
+- ``norm_std``: the per-channel normalisation std (coordinate on channel).
 """
 
 from __future__ import annotations
@@ -51,6 +71,26 @@ ENSEMBLE, ENSEMBLE_MEMBERS = "letkf", 8
 #: Variables added to metrics.nc with ensembles; files written before lack them.
 NEW_VARIABLES = ("spread", "forecast_seconds", "members", "window_hours")
 
+#: Observation-space diagnostics and free forecasts (``with_diagnostics``).
+OBS_STATISTICS = ("obs_count", "omb_mean", "omb_rms", "oma_mean", "oma_rms", "desroziers_r",
+                  "desroziers_hbh", "obs_error_var")
+DIAGNOSTIC_VARIABLES = (*OBS_STATISTICS, "diag_j_min", "forecast_rmse",
+                        "background_forecast_rmse", "truth_forecast_rmse", "norm_std")
+#: σ_o / σ_b of every channel.
+OBS_ERROR_FRACTION = 0.5
+#: The channel without observations.
+UNOBSERVED = "u10"
+#: Per method, the factors on the true σ_b² and σ_o² it assumes (none: no analysis, K = 0).
+ASSUMED = {"3dvar": (1.0, 1.0), "vaevar": (1.0, 4.0), "none": (0.0, 1.0), "letkf": (1.0, 1.0)}
+#: Methods that report J at the analysis.
+VARIATIONAL = ("3dvar", "vaevar")
+#: The analysis-equivalent age of each method's analyses [h] (forecasts, module docstring).
+ANALYSIS_AGE = {"3dvar": 18, "vaevar": 12, "none": 60, "letkf": 6}
+FORECAST_STARTS = np.array([0, 4, 8])
+FORECAST_HOURS = 120
+#: norm_std / σ_b per channel.
+NORM_STD_FACTOR = 4.0
+
 #: The one diverged (method, density, seed) and the cycle at which it diverged.
 DIVERGED = {"method": "vaevar", "density": 0.01, "seed": 1, "cycle": 9}
 
@@ -65,8 +105,10 @@ _SPREAD_RATIO = 0.8
 _GRID_POINTS = 32 * 64
 
 
-def make_metrics(seed: int = 0) -> xr.Dataset:
-    """The synthetic results Dataset; the same ``seed`` gives the same numbers."""
+def make_metrics(seed: int = 0, diagnostics: bool = False) -> xr.Dataset:
+    """The synthetic results Dataset; the same ``seed`` gives the same numbers. With
+    ``diagnostics``, also the observation-space diagnostics, free forecasts and ``norm_std``
+    (``with_diagnostics``; the other numbers are the same either way)."""
     rng = np.random.default_rng(seed)
     shape = (len(METHODS), len(DENSITIES), len(SEEDS), N_CYCLES)
     scale = np.array([s for _, s in CHANNELS.values()])
@@ -136,12 +178,92 @@ def make_metrics(seed: int = 0) -> xr.Dataset:
         "spinup_cycles": SPINUP_CYCLES, "command": "python -m bench run --synthetic",
         "config": '{"cycles": 12}',
     }
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    return with_diagnostics(ds, seed) if diagnostics else ds
 
 
 def legacy(ds: xr.Dataset) -> xr.Dataset:
-    """``ds`` as a metrics.nc written before ensembles: without ``NEW_VARIABLES``."""
-    return ds.drop_vars(list(NEW_VARIABLES))
+    """``ds`` as a metrics.nc written before ensembles: without ``NEW_VARIABLES`` (nor the
+    observation-space diagnostics and forecasts that came later)."""
+    return before_diagnostics(ds).drop_vars(list(NEW_VARIABLES))
+
+
+def before_diagnostics(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as a metrics.nc written before ``DIAGNOSTIC_VARIABLES`` existed."""
+    return ds.drop_vars([v for v in DIAGNOSTIC_VARIABLES if v in ds.variables])
+
+
+def with_diagnostics(ds: xr.Dataset, seed: int = 0) -> xr.Dataset:
+    """``ds`` with the observation-space diagnostics, ``diag_j_min``, free forecasts and
+    ``norm_std`` of the module docstring (its own random stream: ``ds``'s numbers stay)."""
+    rng = np.random.default_rng([seed, 1])
+    sigma_b = np.array([s for _, s in CHANNELS.values()])
+    sigma_o = OBS_ERROR_FRACTION * sigma_b
+    observed = np.array([c != UNOBSERVED for c in CHANNELS])
+    a_b, a_o = (np.array([ASSUMED[m][i] for m in METHODS])[:, None] for i in (0, 1))
+    gain = a_b * sigma_b**2 / (a_b * sigma_b**2 + a_o * sigma_o**2)  # (method, channel)
+    n_points = ds["n_points"].values  # (method, density, seed, cycle), equal over methods
+    shape = (*n_points.shape, len(CHANNELS))
+    stats = {name: np.full(shape, np.nan) for name in OBS_STATISTICS}
+    stats["obs_count"] = np.where(observed, n_points[..., None], 0).astype(float)
+    j_min = np.full(n_points.shape, np.nan)
+    for j, s, k in np.ndindex(*n_points.shape[1:]):
+        n = int(n_points[0, j, s, k])
+        eps_o = rng.normal(size=(len(CHANNELS), n)) * sigma_o[:, None]
+        eps_b = rng.normal(size=(len(METHODS), len(CHANNELS), n)) * sigma_b[:, None]
+        d_b = (eps_o[None] - eps_b)[:, observed]
+        g = gain[:, observed, None]
+        d_a, d_ab = (1 - g) * d_b, g * d_b
+        cell = (slice(None), j, s, k, observed)
+        for name, values in (("omb_mean", d_b.mean(-1)), ("omb_rms", np.sqrt((d_b**2).mean(-1))),
+                             ("oma_mean", d_a.mean(-1)), ("oma_rms", np.sqrt((d_a**2).mean(-1))),
+                             ("desroziers_r", (d_a * d_b).mean(-1)),
+                             ("desroziers_hbh", (d_ab * d_b).mean(-1)),
+                             ("obs_error_var", a_o * sigma_o[observed] ** 2)):
+            stats[name][cell] = values
+        total = (a_b * sigma_b**2 + a_o * sigma_o**2)[:, observed, None]
+        j_min[:, j, s, k] = 0.5 * (d_b**2 / total).sum(axis=(1, 2))
+    variational = np.array([m in VARIATIONAL for m in METHODS])
+    j_min[~variational] = np.nan
+    cell, k = _diverged_index(), DIVERGED["cycle"]
+    for values in (*stats.values(), j_min):
+        values[cell][k + 1:] = np.nan
+    dims = (*CELL_DIMS, "cycle")
+    out = ds.assign({name: ((*dims, "channel"), v) for name, v in stats.items()})
+    out = out.assign(diag_j_min=(dims, j_min),
+                     n_obs=(dims, n_points * int(observed.sum())))
+    out = out.assign_coords(norm_std=("channel", NORM_STD_FACTOR * sigma_b))
+    return out.assign(_forecasts(rng, sigma_b, out))
+
+
+def _forecasts(rng: np.random.Generator, sigma_b: np.ndarray, ds: xr.Dataset) -> dict:
+    """forecast_rmse, background_forecast_rmse and truth_forecast_rmse (module docstring)."""
+    leads = np.arange(6, FORECAST_HOURS + 1, 6)
+    ages = np.array([ANALYSIS_AGE[m] for m in METHODS], dtype=float)
+    extra = np.array([0.0 if m == "none" else 6.0 for m in METHODS])
+    factor = rng.lognormal(0.0, 0.1, (len(METHODS), len(DENSITIES), len(SEEDS),
+                                      len(FORECAST_STARTS)))[..., None, None]
+
+    def curve(shift: np.ndarray) -> np.ndarray:
+        lead = leads[None, :] + shift[:, None]  # (method, lead)
+        values = growth(lead)[:, None, None, None, :, None] * sigma_b
+        return factor * values
+
+    out = {"forecast_rmse": curve(ages), "background_forecast_rmse": curve(ages + extra),
+           "truth_forecast_rmse": curve(np.zeros(len(METHODS)))}
+    # the last start: the test period ends before its longer leads
+    last = int(FORECAST_STARTS[-1])
+    available = (N_CYCLES - 1 - last)
+    dims = (*CELL_DIMS, "forecast_start", "lead_hours", "channel")
+    for values in out.values():
+        values[..., -1, available:, :] = np.nan
+    coords = {"forecast_start": FORECAST_STARTS, "lead_hours": leads}
+    return {name: xr.DataArray(v, dims=dims, coords=coords) for name, v in out.items()}
+
+
+def growth(lead_hours) -> np.ndarray:
+    """The truth-started forecast's RMSE in units of σ_b at a lead [h]: increasing, concave."""
+    return 0.2 * (np.asarray(lead_hours, dtype=float) / 6.0) ** 0.7
 
 
 def _diverged_index() -> tuple[int, int, int]:

@@ -63,12 +63,24 @@ class ForecastModel(abc.ABC):
 
     def step_differentiable(self, frames: torch.Tensor) -> torch.Tensor:
         """``step`` with autograd on: gradients flow from the output to ``frames`` (for 4D
-        methods; methods/base DifferentiableModel). Only for ``differentiable`` models."""
+        methods; methods/base DifferentiableModel). Only for ``differentiable`` models.
+
+        float64 frames stay float64 (``_step_float64``: adjoint and Taylor tests need float64
+        round-off); any other dtype runs in float32, as ``step`` does.
+        """
         if not self.differentiable:
             raise TypeError(f"{type(self).__name__} is not differentiable (its step runs "
                             "outside autograd); a 4D method needs the built-in emulator")
         self.check_frames(frames)
+        if frames.dtype == torch.float64:
+            return self._step_float64(frames)
         return self._step(frames.to(torch.float32))
+
+    def _step_float64(self, frames: torch.Tensor) -> torch.Tensor:
+        """``_step`` in float64: (B, history, C, H, W) float64 -> (B, C, H, W) float64.
+        Default: ``_step`` itself (right for a model whose arithmetic follows its input's
+        dtype, like persistence); a model with float32 weights overrides it."""
+        return self._step(frames)
 
     def step_batched(self, frames: torch.Tensor, batch: int | None = None) -> torch.Tensor:
         """``step`` over any number of states in chunks of at most ``batch`` (default

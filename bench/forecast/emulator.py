@@ -17,6 +17,7 @@ Training is in emulator_train.py.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -129,6 +130,14 @@ class Emulator(ForecastModel):
         self.history = net.history
         self.device = torch.device(device)
         self.net = net.to(self.device).eval().requires_grad_(False)
+        self._net64: EmulatorNet | None = None
 
     def _step(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames)
+
+    def _step_float64(self, frames: torch.Tensor) -> torch.Tensor:
+        """The step on a float64 copy of the network (made on first use; ``step`` and
+        ``rollout`` never use it): for adjoint and Taylor tests at float64 round-off."""
+        if self._net64 is None:
+            self._net64 = copy.deepcopy(self.net).double()
+        return self._net64(frames)

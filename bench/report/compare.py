@@ -66,7 +66,8 @@ def write_comparison(runs: list[str | Path], out: str | Path, command: str,
     """compare_runs as ``comparison.{md,csv,tex}`` in ``out``."""
     table = compare_runs(runs, channels)
     notes = ("One row per run, method and density: mean analysis RMSE after each run's "
-             "spin-up (the skill table's numbers, in the metrics' units; q in kg kg⁻¹), the "
+             "spin-up (the skill table's numbers: time-mean of per-cycle RMSE, not "
+             "WeatherBench2's √(time-mean MSE); in the metrics' units; q in kg kg⁻¹), the "
              "median and 90th percentile of the time per analysis and the median time of the "
              "forecast after it. `settings` are the run's `--set` values for the method. "
              "Runs: " + ", ".join(Path(r).name for r in runs))

@@ -26,8 +26,11 @@ _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
     "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "±": r"$\pm$", "µ": r"$\mu$", "σ": r"$\sigma$", NOT_APPLICABLE: "---",
+    "±": r"$\pm$", "µ": r"$\mu$", "σ": r"$\sigma$", NOT_APPLICABLE: "---", "†": r"$^\dagger$",
+    "−": "$-$", "χ": r"$\chi$", "φ": r"$\phi$", "√": r"$\surd$", "≥": r"$\geq$",
 }
+_SUPERSCRIPTS = "⁻⁰¹²³⁴⁵⁶⁷⁸⁹"
+_PLAIN = str.maketrans(_SUPERSCRIPTS, "-0123456789")
 
 
 # ----------------------------------------------------------------------------- units
@@ -122,8 +125,12 @@ def format_density(density: float) -> str:
 # ----------------------------------------------------------------------------- text
 
 def latex_escape(text: str) -> str:
-    """Escape LaTeX's special characters; ± and µ become $\\pm$ and $\\mu$, — becomes ---."""
-    return "".join(_LATEX_SPECIAL.get(c, c) for c in text)
+    """Escape LaTeX's special characters; ±, µ, σ, †, −, χ, φ, √, ≥ and superscripts ("s⁻²")
+    become math ("s$^{-2}$"), — becomes ---."""
+    parts = re.split(f"([{_SUPERSCRIPTS}]+)", text)
+    return "".join(
+        f"$^{{{part.translate(_PLAIN)}}}$" if i % 2 else
+        "".join(_LATEX_SPECIAL.get(c, c) for c in part) for i, part in enumerate(parts))
 
 
 def diverged_text(cycle: int) -> str:

@@ -1,4 +1,5 @@
-"""Results -> figures (seaborn on matplotlib): RMSE over cycles, RMSE vs density, time per analysis.
+"""Results -> figures (seaborn on matplotlib): RMSE over cycles, RMSE vs density, time per analysis
+(here), and O − B / O − A over cycles and forecast RMSE vs lead (bench/report/diagnostic_plots.py).
 
 Like the tables, figures are functions of the metrics Dataset alone (DESIGN.md §6). Each plotting
 function draws on a fresh ``matplotlib.figure.Figure`` (not pyplot, so no global figure list
@@ -9,59 +10,34 @@ specific humidity in g kg⁻¹).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import seaborn as sns
 import xarray as xr
 from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench import store
+from bench.report.diagnostic_plots import forecast_rmse_vs_lead, innovations_over_cycles
+from bench.report.diagnostics import has_diagnostics, observed_channels
+from bench.report.figure_style import (
+    LOG_SPREAD,
+    cycle_hours,
+    log_if_spread,
+    method_palette,
+    new_axes,
+    style,
+)
 from bench.report.formatting import channel_label, display_scale, format_density
+from bench.report.impact import IMPACT_CHANNELS, has_forecasts
 from bench.report.selection import diverged_seeds, headline_channels, spinup_of
 from bench.report.skill import skill_numbers
 from bench.scorer import PHASES, select_cell, timing_frame
 
 #: Line style of each phase (bench.scorer.PHASES): the background dashed, the analysis solid.
 PHASE_LINESTYLES = dict(zip(PHASES, ((0, (4, 2)), "-"), strict=True))
-#: Switch an axis to log scale when its largest value exceeds its smallest by this factor.
-LOG_SPREAD = 30.0
-
-
-@contextlib.contextmanager
-def _style() -> Iterator[None]:
-    # Context managers rather than sns.set_theme: importing this module must not change the
-    # caller's matplotlib settings.
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
-        yield
-
-
-def _new_axes(width: float = 7.5, height: float = 4.5) -> Axes:
-    return Figure(figsize=(width, height), layout="constrained").add_subplot()
-
-
-def method_palette(ds: xr.Dataset) -> dict[str, tuple]:
-    """One colour per method, fixed by the Dataset's method order (the same in every figure)."""
-    methods = [str(m) for m in ds["method"].values]
-    return dict(zip(methods, sns.color_palette("colorblind", len(methods)), strict=True))
-
-
-def _log_if_spread(ax: Axes, values: np.ndarray, axis: str = "y") -> None:
-    positive = values[np.isfinite(values) & (values > 0)]
-    if positive.size and positive.max() > LOG_SPREAD * positive.min():
-        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
-
-
-def _cycle_hours(ds: xr.Dataset) -> float | None:
-    if "valid_time" not in ds.coords or ds.sizes["cycle"] < 2:
-        return None
-    step = np.diff(ds["valid_time"].values[:2])[0]
-    return float(step / np.timedelta64(1, "h"))
 
 
 # ----------------------------------------------------------------------------- skill
@@ -76,8 +52,8 @@ def rmse_over_cycles(ds: xr.Dataset, channel: str, density: float,
     rmse = ds["rmse"].sel(channel=channel) * display_scale(ds, channel)
     palette = method_palette(ds)
     cycles = ds["cycle"].values
-    with _style():
-        ax = _new_axes()
+    with style():
+        ax = new_axes()
         spinup = spinup_of(ds, spinup_cycles)
         ax.axvspan(cycles.min() - 0.5, spinup - 0.5, color="0.92", zorder=0)
         shown = []
@@ -96,8 +72,8 @@ def rmse_over_cycles(ds: xr.Dataset, channel: str, density: float,
             for _seed, cycle, _reason in diverged:
                 ax.plot([cycle], [0.96], transform=ax.get_xaxis_transform(), marker="X",
                         markersize=10, color=colour, linestyle="none", clip_on=False)
-        _log_if_spread(ax, np.concatenate(shown))
-        hours = _cycle_hours(ds)
+        log_if_spread(ax, np.concatenate(shown))
+        hours = cycle_hours(ds)
         ax.set_xlabel("cycle" + (f" ({hours:g} h each)" if hours else ""))
         ax.set_ylabel(f"RMSE of {channel_label(ds, channel)}")
         ax.set_title(f"{channel} RMSE at observation density {density:g}, "
@@ -109,8 +85,8 @@ def rmse_over_cycles(ds: xr.Dataset, channel: str, density: float,
 
 def _cycle_legend(ds: xr.Dataset, palette: dict, density: float, spinup: int) -> list:
     handles = [Line2D([], [], color=c, label=m) for m, c in palette.items()]
-    handles += [Line2D([], [], color="0.3", linestyle=style, label=phase)
-                for phase, style in PHASE_LINESTYLES.items()]
+    handles += [Line2D([], [], color="0.3", linestyle=dashes, label=phase)
+                for phase, dashes in PHASE_LINESTYLES.items()]
     handles.append(Patch(color="0.92", label=f"spin-up ({spinup} cycles)"))
     for method, colour in palette.items():
         for seed, cycle, _ in diverged_seeds(ds, method, density):
@@ -131,14 +107,14 @@ def rmse_vs_density(ds: xr.Dataset, channel: str, spinup_cycles: int | None = No
     # Nudge methods apart along x (by a few per cent, log scale) so error bars do not overlap.
     nudge = dict(zip(palette, 1.03 ** (np.arange(len(palette)) - (len(palette) - 1) / 2),
                      strict=True))
-    with _style():
-        ax = _new_axes(7.5, 4.5)
+    with style():
+        ax = new_axes(7.5, 4.5)
         for method, rows in numbers.groupby("method", sort=False):
             ok = rows[rows["status"] == "ok"]
             ax.errorbar(ok["density"] * nudge[method], scale * ok[f"{channel}_analysis_mean"],
                         yerr=scale * ok[f"{channel}_analysis_std"], color=palette[method],
                         marker="o", capsize=4, label=method)
-        _log_if_spread(ax, scale * numbers[f"{channel}_analysis_mean"].to_numpy())
+        log_if_spread(ax, scale * numbers[f"{channel}_analysis_mean"].to_numpy())
         ax.set_ymargin(0.15)  # headroom for the divergence markers at the top
         for method, rows in numbers[numbers["status"] != "ok"].groupby("method", sort=False):
             ax.plot(rows["density"] * nudge[method], [0.96] * len(rows), marker="X",
@@ -169,8 +145,8 @@ def time_per_analysis(ds: xr.Dataset) -> Axes:
     # Density as a category: seaborn would otherwise colour a numeric hue on a continuous scale.
     seconds["density"] = [format_density(d) for d in seconds["density"]]
     order = [format_density(float(d)) for d in ds["density"].values]
-    with _style():
-        ax = _new_axes(6.5, 4.5)
+    with style():
+        ax = new_axes(6.5, 4.5)
         # Points, not boxes: seaborn 0.13's boxplot passes matplotlib 3.11 a deprecated argument,
         # and bars have no meaningful base on the log scale that timings usually need.
         sns.pointplot(seconds, x="method", y="seconds", hue="density", hue_order=order,
@@ -197,18 +173,37 @@ def _spread(values: np.ndarray) -> float:
 def figure_names(ds: xr.Dataset) -> dict[str, tuple]:
     """File name -> (plotting function, arguments) for every figure ``write_figures`` makes:
     ``rmse_cycles_<channel>_density<d>.png`` per headline channel and density,
-    ``rmse_density_<channel>.png`` per headline channel, and ``time_per_analysis.png``."""
+    ``rmse_density_<channel>.png`` per headline channel, ``time_per_analysis.png``, and when
+    the metrics have them (bench/report/diagnostic_plots.py) ``innovations_<channel>_density<d>
+    .png`` per observed headline channel and ``forecast_lead_<channel>_density<d>.png`` for the
+    forecast-impact channels."""
     figures: dict[str, tuple] = {}
+    densities = [float(d) for d in ds["density"].values]
     for channel in headline_channels(ds):
-        for density in ds["density"].values:
-            name = f"rmse_cycles_{channel}_density{float(density):g}.png"
-            if name in figures:
-                raise ValueError(f"densities {sorted(ds['density'].values)} give the same file "
-                                 f"name {name}; they differ beyond 6 significant digits")
-            figures[name] = (rmse_over_cycles, (channel, float(density)))
+        for density in densities:
+            figures[_per_density(figures, "rmse_cycles", channel, density)] = (
+                rmse_over_cycles, (channel, density))
         figures[f"rmse_density_{channel}.png"] = (rmse_vs_density, (channel,))
     figures["time_per_analysis.png"] = (time_per_analysis, ())
+    if has_diagnostics(ds):
+        for channel in observed_channels(ds)[0]:
+            for density in densities:
+                figures[_per_density(figures, "innovations", channel, density)] = (
+                    innovations_over_cycles, (channel, density))
+    if has_forecasts(ds):
+        for channel in headline_channels(ds, IMPACT_CHANNELS):
+            for density in densities:
+                figures[_per_density(figures, "forecast_lead", channel, density)] = (
+                    forecast_rmse_vs_lead, (channel, density))
     return figures
+
+
+def _per_density(figures: dict, stem: str, channel: str, density: float) -> str:
+    name = f"{stem}_{channel}_density{density:g}.png"
+    if name in figures:
+        raise ValueError(f"two densities give the same file name {name}; they differ beyond 6 "
+                         f"significant digits")
+    return name
 
 
 def write_figures(ds: xr.Dataset, out_dir: str | Path, dpi: int = 150) -> list[Path]:

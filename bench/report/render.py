@@ -1,8 +1,10 @@
 """A formatted table -> the text of a file: Markdown (title, command, notes, table), a booktabs
-LaTeX ``tabular``, CSV with ``#`` comment lines. Writing the files is ``bench.store``'s job."""
+LaTeX ``tabular`` (by hand for the skill and timing tables; through pandas' ``Styler.to_latex``
+for the others), CSV with ``#`` comment lines. Writing the files is ``bench.store``'s job."""
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -25,6 +27,31 @@ def latex_table(display: pd.DataFrame, colspec: str) -> str:
     header = [latex_escape(c) for c in display.columns]
     body = [[latex_escape(str(v)) for v in row] for row in display.itertuples(index=False)]
     return tabular(colspec, [header], body)
+
+
+def styler_latex(display: pd.DataFrame, column_format: str, bold: pd.DataFrame | None = None,
+                 latex_columns: bool = False, commands: tuple[tuple[str, str], ...] = (),
+                 index: bool = False, **options) -> str:
+    """A display table (unicode cells, as the Markdown shows them) as booktabs LaTeX through
+    ``Styler.to_latex``: cells and index labels through ``latex_escape``, column labels too
+    unless ``latex_columns`` (they are LaTeX already); ``bold`` (a boolean frame like
+    ``display``) marks cells set in bold; the index is shown only with ``index``;
+    ``commands`` are LaTeX commands put before the tabular, e.g. ``("small", "")`` ->
+    ``\\small``. ``options`` go to ``to_latex`` (``caption``, ``label``, ``environment``...)."""
+    frame = display.map(lambda v: latex_escape(str(v)))
+    frame.index = pd.Index([latex_escape(str(i)) for i in display.index], name=display.index.name)
+    if not latex_columns:
+        frame.columns = [latex_escape(str(c)) for c in display.columns]
+    styler = frame.style
+    if bold is not None:
+        mask = bold.to_numpy()
+        styler = styler.apply(lambda _: np.where(mask, "font-weight: bold", ""), axis=None)
+    if not index:
+        styler = styler.hide(axis="index")
+    styler = styler.set_table_styles([{"selector": name, "props": f":{args};"}
+                                      for name, args in commands], overwrite=False)
+    return styler.to_latex(column_format=column_format, hrules=True, multicol_align="c",
+                           convert_css=True, **options)
 
 
 def markdown(table: pd.DataFrame, title: str, command: str, notes: str) -> str:

@@ -45,7 +45,7 @@ def spinup_of(ds: xr.Dataset, spinup_cycles: int | None = None) -> int:
     return spinup
 
 
-def after_spinup(da: xr.DataArray, spinup: int) -> xr.DataArray:
+def after_spinup(da, spinup: int):
     """The cycles whose number is ``>= spinup`` (the cycle coordinate, not the position)."""
     return da.isel(cycle=np.flatnonzero(da["cycle"].values >= spinup))
 

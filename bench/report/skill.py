@@ -41,6 +41,7 @@ from bench.report.formatting import (
     pretty_units,
     units_label,
 )
+from bench.report.pooling import convention_note
 from bench.report.render import provenance, tabular
 from bench.report.selection import (
     after_spinup,
@@ -192,6 +193,8 @@ def skill_notes(ds: xr.Dataset, spinup_cycles: int | None = None, channels=None)
         f"mean ± 1σ (sample standard deviation) over cycles {kept.min()}–{kept.max()} after a "
         f"spin-up of {spinup} cycles, pooled over seeds {seeds}. obs points: median number of "
         f"observed grid points per cycle.",
+        convention_note("the paper tables' CSVs (tables/paper_rmse_*.csv) have it as "
+                        "root_mean_mse"),
     ]
     if has_ensembles(ds):
         sizes = {m: members_of(ds, m, d) for m, d in cells(ds)}

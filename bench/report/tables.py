@@ -1,13 +1,28 @@
 """Results -> paper tables: every table file of a run, from its metrics Dataset.
 
-``write_tables`` writes ``tables/skill.{md,tex,csv}`` (bench/report/skill.py) and
-``tables/timing.{md,tex,csv}`` (bench/report/timing.py). Tables are pure functions of the
-metrics Dataset (``metrics.nc``, DESIGN.md §6; its schema: bench/scorer.py): nothing here reads
-the clock, the machine or the environment, so regenerating the tables from the same file gives
-byte-identical files and never re-runs the cycles.
+``write_tables`` writes under ``tables/``:
+
+- ``skill.{md,tex,csv}`` (bench/report/skill.py): RMSE of all headline channels, mean ± 1σ;
+- ``timing.{md,tex,csv}`` (bench/report/timing.py): time and memory per analysis;
+- ``paper_rmse_analysis`` and ``paper_rmse_background.{md,tex,csv}`` (bench/report/paper.py):
+  compact tables for a paper, ± the 95 % interval of the mean, best in bold, † for "not
+  significantly worse";
+- ``paired.{md,tex,csv}`` (bench/report/paired.py): each method against the best, the paired
+  per-cycle difference with its autocorrelation-aware interval;
+- ``diagnostics.{md,tex,csv}`` (bench/report/diagnostics.py): O − B, O − A, Desroziers and
+  χ²/N — when the metrics record the observation-space statistics;
+- ``forecast_impact.{md,tex,csv}`` (bench/report/impact.py): free forecasts from analysis,
+  background and truth, analysis age and lead time gained — when the run made free forecasts.
+
+A metrics.nc written before a table's variables existed gets every table it can. Tables are
+pure functions of the metrics Dataset (``metrics.nc``, DESIGN.md §6; its schema:
+bench/scorer.py): nothing here reads the clock, the machine or the environment (the bootstrap is
+seeded), so regenerating the tables from the same file gives byte-identical files and never
+re-runs the cycles.
 
 The parts: which rows, channels and cycles (``selection``), how numbers and units are shown
-(``formatting``), how a table becomes Markdown, LaTeX or CSV text (``render``).
+(``formatting``), how a table becomes Markdown, LaTeX or CSV text (``render``), how per-cycle
+RMSE is pooled (``pooling``) and how sure a mean is (``statistics``).
 ``HEADLINE`` and ``format_skill_for_terminal`` are re-exported here for the command line.
 """
 
@@ -18,8 +33,9 @@ from pathlib import Path
 import xarray as xr
 
 from bench import store
-from bench.report import render
-from bench.report.selection import HEADLINE
+from bench.report import diagnostics, impact, paired, paper, render
+from bench.report.formatting import channel_units
+from bench.report.selection import HEADLINE, headline_channels
 from bench.report.skill import (
     format_skill_for_terminal,
     skill_latex,
@@ -33,16 +49,69 @@ from bench.report.timing import timing_latex, timing_notes, timing_numbers, timi
 __all__ = ["HEADLINE", "format_skill_for_terminal", "write_tables"]
 
 
+def _units(ds: xr.Dataset, channels) -> str:
+    return "units: " + "; ".join(f"{c}={channel_units(ds, c)}" for c in channels)
+
+
+def _paper_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
+    files = {}
+    for phase in paper.PAPER_PHASES:
+        stem = f"paper_rmse_{phase}"
+        files[f"{stem}.md"] = render.markdown(
+            paper.paper_markdown_table(ds, phase, spinup), f"Paper table: {phase} RMSE",
+            command, paper.paper_notes(ds, phase, spinup))
+        files[f"{stem}.tex"] = f"% {command}\n" + paper.paper_latex(ds, phase, spinup)
+        files[f"{stem}.csv"] = render.csv(paper.paper_numbers(ds, phase, spinup), command,
+                                          (_units(ds, paper.paper_columns(ds)[1:]),))
+    display = paired.paired_table(ds, spinup)
+    files["paired.md"] = render.markdown(display, "Paired differences against the best method",
+                                         command, paired.paired_notes(ds, spinup))
+    files["paired.tex"] = f"% {command}\n" + render.styler_latex(display, "lll" + "r" * 7)
+    files["paired.csv"] = render.csv(paired.paired_numbers(ds, spinup), command)
+    return files
+
+
+def _diagnostics_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
+    if not diagnostics.has_diagnostics(ds):
+        return {}
+    display = diagnostics.diagnostics_table(ds, spinup)
+    units = _units(ds, diagnostics.observed_channels(ds)[0])
+    return {
+        "diagnostics.md": render.markdown(display, "Observation-space diagnostics", command,
+                                          diagnostics.diagnostics_notes(ds, spinup)),
+        "diagnostics.tex": f"% {command}\n" + render.styler_latex(display, "lll" + "r" * 9),
+        "diagnostics.csv": render.csv(diagnostics.diagnostics_numbers(ds, spinup), command,
+                                      (units,)),
+    }
+
+
+def _impact_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
+    if not impact.has_forecasts(ds):
+        return {}
+    display = impact.impact_table(ds, spinup)
+    units = _units(ds, headline_channels(ds, impact.IMPACT_CHANNELS))
+    return {
+        "forecast_impact.md": render.markdown(display, "Forecast impact: analysis age and lead "
+                                              "time gained", command,
+                                              impact.impact_notes(ds, spinup)),
+        "forecast_impact.tex": f"% {command}\n" + render.styler_latex(display,
+                                                                      "llll" + "r" * 5),
+        "forecast_impact.csv": render.csv(impact.impact_numbers(ds, spinup), command, (units,)),
+    }
+
+
 def write_tables(
     ds: xr.Dataset, out_dir: str | Path, command: str, spinup_cycles: int | None = None,
     channels: tuple[str, ...] | None = None,
 ) -> list[Path]:
-    """Write ``tables/skill.{md,tex,csv}`` and ``tables/timing.{md,tex,csv}`` under ``out_dir``.
+    """Write every table of the module docstring that ``ds`` has the variables for under
+    ``out_dir/tables/``.
 
-    Markdown: title, the command, notes (spin-up, seeds, units, ensembles, diverged runs), the
-    table. LaTeX: a booktabs tabular to paste into a paper, preceded by a ``%`` comment with the
-    command. CSV: ``#`` comment lines (command, units) then the numeric table
-    (``pd.read_csv(path, comment="#")`` reads it).
+    Markdown: title, the command, notes (spin-up, seeds, units, conventions, diverged runs),
+    the table. LaTeX: booktabs (a bare ``tabular`` to paste, or for the paper tables a
+    ``table*`` float with its caption), preceded by a ``%`` comment with the command. CSV:
+    ``#`` comment lines (command, units) then the numeric table (``pd.read_csv(path,
+    comment="#")`` reads it). ``channels`` chooses the skill table's channels.
     """
     directory = Path(out_dir) / "tables"
     files = {
@@ -57,4 +126,7 @@ def write_tables(
         "timing.tex": f"% {command}\n" + timing_latex(ds),
         "timing.csv": render.csv(timing_numbers(ds), command),
     }
+    files |= _paper_files(ds, command, spinup_cycles)
+    files |= _diagnostics_files(ds, command, spinup_cycles)
+    files |= _impact_files(ds, command, spinup_cycles)
     return [store.write_text(directory / name, text) for name, text in files.items()]

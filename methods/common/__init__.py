@@ -10,6 +10,7 @@
     covariance/     the static covariance model B = U Uᵀ (3DVar's control-variable transform)
                     and its statistics (NMC estimation, synthetic statistics for timing)
     memory.py       activation bytes of a network on the meta device (memory estimates)
+    krylov.py       conjugate gradients on a Hessian given as a product (3DVar, 4DVar)
 
 It imports only ``methods.base``, ``bench.state`` and libraries, never a method.
 """

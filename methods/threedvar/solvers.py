@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 
 from methods.base import Observations
+from methods.common import krylov
 from methods.common.covariance import BMatrix
 
 
@@ -81,23 +82,12 @@ def lbfgs(shape, evaluate: Callable, device, *, max_iterations: int, history_siz
 
 def conjugate_gradients(b: BMatrix, obs: Observations, d: torch.Tensor, sigma: torch.Tensor,
                         *, max_iterations: int, tolerance: float) -> tuple[torch.Tensor, int]:
-    """Conjugate gradients on A w = rhs, A = I + Uᵀ Hᵀ R⁻¹ H U, rhs = Uᵀ Hᵀ R⁻¹ d, from w = 0,
-    until the residual's 2-norm has shrunk by ``tolerance``. Returns (w, iterations)."""
+    """Conjugate gradients (methods/common/krylov.py) on A w = rhs, A = I + Uᵀ Hᵀ R⁻¹ H U,
+    rhs = Uᵀ Hᵀ R⁻¹ d, from w = 0, until the residual's 2-norm has shrunk by ``tolerance``.
+    Returns (w, iterations)."""
     def hessian(v):
         return v + b.u_adjoint(obs.adjoint(obs.operator(b.u(v)) / sigma.square()))
 
     rhs = b.u_adjoint(obs.adjoint(d / sigma.square()))
-    w = torch.zeros_like(rhs)
-    r, p = rhs.clone(), rhs.clone()
-    rr = float(r.square().sum())
-    stop = tolerance**2 * rr
-    k = 0
-    while k < max_iterations and rr > stop:
-        ap = hessian(p)
-        alpha = rr / float((p * ap).sum())
-        w = w + alpha * p
-        r = r - alpha * ap
-        rr_new = float(r.square().sum())
-        p = r + (rr_new / rr) * p
-        rr, k = rr_new, k + 1
-    return w, k
+    return krylov.conjugate_gradients(hessian, rhs, max_iterations=max_iterations,
+                                      tolerance=tolerance)

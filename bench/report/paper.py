@@ -1,0 +1,177 @@
+"""Paper tables: one compact table per metric, for a two-column paper.
+
+``tables/paper_rmse_<phase>.{tex,md,csv}`` (phase: analysis, background — the 6-h forecast
+from the previous analysis): methods as rows, densities as column groups, and in each group
+the channel-mean normalised RMSE and three headline channels (``PAPER_CHANNELS``; the full
+skill table keeps all seven). A cell is the time-mean of the per-cycle RMSE after spin-up,
+seeds pooled (bench/report/pooling.py), ± the half-width of its 95 % interval
+(bench/report/statistics.py: AR(1)-corrected t), so the ± is the uncertainty of the mean, not
+the spread of cycles that the skill table's ± 1σ shows. Per column the best method (lowest
+mean) is in bold and a † marks a method that is not significantly worse than it: the 95 %
+interval of the paired per-cycle difference (bench/report/paired.py) includes 0.
+
+The LaTeX is a ``table*`` float (spans both columns of a two-column page; ``\\small``, narrow
+column separation) written by pandas' ``Styler.to_latex`` with booktabs rules; its caption says
+what the numbers are. The CSV is long (one row per method, density and column) and carries
+both RMSE conventions, the interval and the paired comparison with the best.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import xarray as xr
+
+from bench.report.formatting import (
+    channel_label,
+    channel_units,
+    display_scale,
+    diverged_text,
+    format_density,
+    format_mean_std,
+    latex_escape,
+)
+from bench.report.paired import drift_note, method_series, not_worse, versus_best
+from bench.report.pooling import (
+    CHANNEL_MEAN,
+    CONVENTIONS,
+    DEFAULT_CONVENTION,
+    channel_mean_note,
+    convention_note,
+    cycle_series,
+    pool,
+)
+from bench.report.render import provenance, styler_latex
+from bench.report.selection import diverged_seeds, headline_channels, spinup_of
+from bench.report.statistics import mean_interval
+
+#: The headline channels of a paper table (those present), after the channel mean.
+PAPER_CHANNELS = ("z500", "t850", "q700")
+#: The phases that get a paper table.
+PAPER_PHASES = ("analysis", "background")
+DAGGER = "†"
+
+
+def paper_columns(ds: xr.Dataset) -> list[str]:
+    return [CHANNEL_MEAN, *headline_channels(ds, PAPER_CHANNELS)]
+
+
+def paper_numbers(ds: xr.Dataset, phase: str = "analysis",
+                  spinup_cycles: int | None = None) -> pd.DataFrame:
+    """The paper table as numbers (the CSV): one row per (method, density, column).
+
+    Columns: method, density, column (``channel_mean`` or a channel), units ("1" for the
+    channel mean), status, diverged_cycle, mean_rmse (default), ci_low, ci_high (its 95 %
+    interval), phi, n_eff, root_mean_mse (WeatherBench2's convention), best, not_worse (the
+    paired interval with the best includes 0; true for the best), diff_low, diff_high, diff_phi
+    (that interval of method − best and the φ of the difference).
+    """
+    spinup = spinup_of(ds, spinup_cycles)
+    rows = []
+    for column in paper_columns(ds):
+        series = cycle_series(ds, column, phase, spinup)
+        units = "1" if column == CHANNEL_MEAN else channel_units(ds, column)
+        for density in (float(d) for d in ds["density"].values):
+            by_method = method_series(ds, series, density)
+            best, paired = versus_best(by_method)
+            for method, values in by_method.items():
+                diverged = diverged_seeds(ds, method, density)
+                row = {"method": method, "density": density, "column": column, "units": units,
+                       "status": "ok" if values is not None else "diverged",
+                       "diverged_cycle": min((c for _, c, _ in diverged), default=-1)}
+                if values is not None:
+                    own = mean_interval(values)
+                    row.update(mean_rmse=own.mean, ci_low=own.low, ci_high=own.high,
+                               phi=own.phi, n_eff=own.n_eff,
+                               root_mean_mse=pool(values, "root_mean_mse"),
+                               best=method == best, not_worse=not_worse(paired[method]),
+                               diff_low=paired[method].low, diff_high=paired[method].high,
+                               diff_phi=paired[method].phi)
+                rows.append(row)
+    columns = ["method", "density", "column", "units", "status", "diverged_cycle", "mean_rmse",
+               "ci_low", "ci_high", "phi", "n_eff", "root_mean_mse", "best", "not_worse",
+               "diff_low", "diff_high", "diff_phi"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _label(ds: xr.Dataset, column: str, style: str = "unicode") -> str:
+    return "channel mean" if column == CHANNEL_MEAN else channel_label(ds, column, style)
+
+
+def _cell(ds: xr.Dataset, row) -> str:
+    if row.status != "ok":
+        return diverged_text(int(row.diverged_cycle))
+    scale = 1.0 if row.column == CHANNEL_MEAN else display_scale(ds, row.column)
+    text = format_mean_std(scale * row.mean_rmse, scale * 0.5 * (row.ci_high - row.ci_low))
+    return text + (DAGGER if row.not_worse and not row.best else "")
+
+
+def paper_display(ds: xr.Dataset, phase: str = "analysis", spinup_cycles: int | None = None,
+                  style: str = "unicode") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the table for reading, a boolean frame of its bold cells): index method, columns
+    (density, column label)."""
+    numbers = paper_numbers(ds, phase, spinup_cycles)
+    methods = [str(m) for m in ds["method"].values]
+    keys = [(format_density(float(d)), c) for d in ds["density"].values
+            for c in paper_columns(ds)]
+    table = pd.DataFrame(index=pd.Index(methods, name="method"),
+                         columns=pd.MultiIndex.from_tuples(keys), dtype=object)
+    bold = pd.DataFrame(False, index=table.index, columns=table.columns)
+    for row in numbers.itertuples():
+        key = (format_density(row.density), row.column)
+        table.loc[row.method, key] = _cell(ds, row)
+        bold.loc[row.method, key] = row.status == "ok" and bool(row.best)
+    labels = pd.MultiIndex.from_tuples([(f"density {d}", _label(ds, c, style)) for d, c in keys],
+                                       names=["", "method"])
+    table.columns, bold.columns = labels, labels
+    table.index.name = bold.index.name = None
+    return table, bold
+
+
+def paper_caption(ds: xr.Dataset, phase: str = "analysis",
+                  spinup_cycles: int | None = None) -> str:
+    """What the numbers are (the LaTeX caption and the Markdown notes' first paragraph)."""
+    what = ("Analysis RMSE" if phase == "analysis"
+            else "Background RMSE (the 6-h forecast from the previous analysis)")
+    return (f"{what} after a spin-up of {spinup_of(ds, spinup_cycles)} cycles, "
+            f"{ds.sizes['seed']} seed(s) pooled: {CONVENTIONS[DEFAULT_CONVENTION]} ± the "
+            f"half-width of its 95 % interval (AR(1)-corrected t). Bold: the lowest in its "
+            f"column; {DAGGER}: not significantly worse than it (the 95 % interval of the paired "
+            f"per-cycle difference includes 0). channel mean: normalised, dimensionless.")
+
+
+def paper_notes(ds: xr.Dataset, phase: str = "analysis",
+                spinup_cycles: int | None = None) -> str:
+    shown = headline_channels(ds, PAPER_CHANNELS)
+    numbers = paper_numbers(ds, phase, spinup_cycles)
+    others = numbers[(numbers["status"] == "ok") & ~numbers["best"].astype(bool)]
+    return "\n\n".join(line for line in [
+        paper_caption(ds, phase, spinup_cycles).replace("Bold:", "**Bold**:"),
+        channel_mean_note(ds) + f" Channels: {', '.join(shown)} of the headline set; "
+        "tables/skill.md has all of them.",
+        drift_note(others["diff_phi"], "comparisons with the best"),
+        convention_note("the CSV has it as root_mean_mse"),
+        provenance(ds),
+    ] if line)
+
+
+def paper_markdown_table(ds: xr.Dataset, phase: str = "analysis",
+                         spinup_cycles: int | None = None) -> pd.DataFrame:
+    """The display table flattened for Markdown: "method", then "0.01: z500 [m² s⁻²]", ...;
+    bold cells as **…**."""
+    table, bold = paper_display(ds, phase, spinup_cycles)
+    flat = table.where(~bold, "**" + table.astype(str) + "**")
+    flat.columns = [f"{d.removeprefix('density ')}: {c}" for d, c in table.columns]
+    flat.insert(0, "method", table.index)
+    return flat.reset_index(drop=True)
+
+
+def paper_latex(ds: xr.Dataset, phase: str = "analysis",
+                spinup_cycles: int | None = None) -> str:
+    """The paper table as a booktabs ``table*`` float (Styler.to_latex), ``\\small`` with a
+    narrow column gap so that it fits the width of a two-column page."""
+    table, bold = paper_display(ds, phase, spinup_cycles, style="latex")
+    return styler_latex(
+        table, "l" + "r" * table.shape[1], bold, latex_columns=True, index=True,
+        commands=(("small", ""), ("setlength", r"{\tabcolsep}{3pt}")),
+        caption=latex_escape(paper_caption(ds, phase, spinup_cycles)), environment="table*",
+        label=f"tab:paper-rmse-{phase}", position_float="centering")
