@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from methods.base import Assimilator
 from methods.diffda import DiffDA
+from methods.fourdvar import FourDVar
 from methods.interp import Interpolation
+from methods.letkf import LETKF
 from methods.none import NoAssimilation
 from methods.threedvar import ThreeDVar
 from methods.vaevar import VAEVar
@@ -19,8 +21,10 @@ METHODS: dict[str, type[Assimilator]] = {
     "none": NoAssimilation,
     "interp": Interpolation,
     "3dvar": ThreeDVar,
+    "4dvar": FourDVar,
     "vaevar": VAEVar,
     "diffda": DiffDA,
+    "letkf": LETKF,
 }
 
 

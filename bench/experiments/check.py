@@ -50,7 +50,7 @@ class Case:
 
     x_b: torch.Tensor  # (C, H, W) normalised
     x_true: torch.Tensor  # (C, H, W) normalised
-    history: torch.Tensor  # (history, C, H, W): the frames the background was made from
+    history: torch.Tensor  # (history, C, H, W): the model's frames ending in x_b (the contract)
     lead_hours: int
     valid_time: np.datetime64
 
@@ -71,19 +71,25 @@ def cases(model: ForecastModel, truth: torch.Tensor, times: np.ndarray, errors: 
         raise ValueError(f"{truth.shape[0]} frames hold no {span * STEP_HOURS} h case "
                          f"(starts={starts}); use a longer period or a shorter lead")
     out = []
+    def forecast(start_frames: torch.Tensor, steps: int) -> torch.Tensor:
+        """The model's input frames after ``steps`` steps from ``start_frames``: the last
+        ``history`` frames of start frames + forecast, ending in the forecast itself."""
+        run = model.rollout(start_frames[None].to(model.device), steps)[0].cpu()
+        return torch.cat([start_frames, run])[-model.history:]
+
     for i in np.unique(np.linspace(first, last, starts).round().astype(int)):
         frames = truth[i - model.history + 1: i + 1]
         if errors == "forecast":
             steps = lead_hours // STEP_HOURS
-            x_b = model.rollout(frames[None].to(model.device), steps)[0, -1].cpu()
+            history = forecast(frames, steps)
             x_true, lead = truth[i + steps], lead_hours
         else:
             offset = (NMC_LONG - NMC_SHORT) // STEP_HOURS
             later = truth[i + offset - model.history + 1: i + offset + 1]
-            x_true = model.rollout(frames[None].to(model.device), span)[0, -1].cpu()
-            x_b = model.rollout(later[None].to(model.device), NMC_SHORT // STEP_HOURS)[0, -1]
-            x_b, lead, frames = x_b.cpu(), NMC_SHORT, later
-        out.append(Case(x_b.float(), x_true.float(), frames.float(), lead, times[i + span]))
+            x_true = forecast(frames, span)[-1]
+            history, lead = forecast(later, NMC_SHORT // STEP_HOURS), NMC_SHORT
+        x_b = history[-1]
+        out.append(Case(x_b.float(), x_true.float(), history.float(), lead, times[i + span]))
     return out
 
 
