@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def built_in():
-    cfg = RunConfig(methods=("none", "3dvar", "vaevar"), densities=(0.01, 0.05), threads=1,
+    cfg = RunConfig(methods=("none", "3dvar", "4dvar", "vaevar"), densities=(0.01, 0.05), threads=1,
                     cycle=CycleSettings(days=15))
     return cfg, setup(cfg, progress=False)
 
@@ -71,3 +71,16 @@ def test_diffda_beats_no_assimilation_on_mean_analysis_rmse_at_5_percent(built_i
     """At 5 % only: at 1 % and 0.5 % DiffDA's cycles diverge (methods/diffda/method.py).
     Heavy: the first run trains DiffDA's two denoisers (~15 min of CPU time)."""
     _beats_none_on_mean(*built_in, "diffda", 0.05)
+
+
+def test_4dvar_beats_3dvar_on_mean_analysis_rmse_at_5_percent(built_in):
+    """4DVar (6 h window through the emulator's autograd, 3DVar's B) uses the observations
+    6 h after the analysis time too: measured 0.273 vs 3DVar's 0.310 on the test period
+    (results/heldsuarez-4dvar/); the setting was not chosen on it (validation: 0.269 vs
+    0.302)."""
+    cfg, s = built_in
+    std = np.asarray(s.truth.spec.std)
+    threedvar = _cycled(cfg, s, "3dvar", 0.05) / std
+    fourdvar = _cycled(cfg, s, "4dvar", 0.05) / std
+    print(f"mean normalised RMSE 4dvar {fourdvar.mean():.3f} 3dvar {threedvar.mean():.3f}")
+    assert fourdvar.mean() < threedvar.mean()
