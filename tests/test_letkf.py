@@ -1,4 +1,4 @@
-"""LETKF (methods/letkf.py) against exact answers: the Kalman filter on a linear-Gaussian problem
+"""LETKF (methods/letkf/) against exact answers: the Kalman filter on a linear-Gaussian problem
 (the ETKF identity), the single-observation closed form with R-localisation, the inflation and
 relaxation formulas, and a per-column reference loop written here with numpy and scipy."""
 
@@ -14,15 +14,21 @@ from method_fixtures import great_circle_km
 from bench.config import ObservationSettings
 from bench.observations import observe, station_observations
 from bench.state import StateSpec
-from methods import letkf as letkf_module
-from methods.base import Background, Observations
+from methods.base import Background, Observations, TrainingContext
 from methods.common import neighbours
 from methods.common.localisation import gaspari_cohn
 from methods.letkf import LETKF
+from methods.letkf import analysis as letkf_module
 
 F64 = torch.float64
 #: the multivariate LETKF of Hunt et al. (2007): every observation updates every channel
 MULTI = {"channel_localisation": "all"}
+
+
+def plain(**settings) -> LETKF:
+    """The LETKF without additive inflation: the filter of Hunt et al. (2007) the exact answers
+    below check (additive inflation: section 8)."""
+    return LETKF(**{"additive_inflation": 0.0, **settings})
 
 
 def spec_of(nlat: int, nlon: int, channels=("t850", "z500")) -> StateSpec:
@@ -93,7 +99,7 @@ def test_global_letkf_is_the_kalman_filter_with_the_ensemble_covariance(n, local
     spec = spec_of(2, 4)
     background = ensemble(spec, n, seed=n)
     obs = random_obs(spec, 6, seed=1)
-    method = LETKF(members=n, localisation_km=localisation_km, rtpp=0.0, **MULTI)
+    method = plain(members=n, localisation_km=localisation_km, rtpp=0.0, **MULTI)
     analysis = analyse(method, spec, background, obs)
     mean, cov = moments(analysis.members)
     k_mean, k_cov = kalman(background, obs)
@@ -120,7 +126,7 @@ def test_single_observation_increment_is_the_closed_form():
     x_b = xs.mean(0)
     y_b = xs[:, k, g0]
     obs = grid_obs(spec, [k], [g0], [float(x_b[k, g0]) + 1.0], sigma)
-    analysis = analyse(LETKF(members=n, localisation_km=cut, rtpp=0.0, **MULTI), spec,
+    analysis = analyse(plain(members=n, localisation_km=cut, rtpp=0.0, **MULTI), spec,
                        background, obs)
     increment = analysis.x_a.reshape(3, -1) - x_b
 
@@ -149,7 +155,7 @@ def test_a_distant_observation_changes_nothing():
     background = ensemble(spec, 8, seed=2)
     near = grid_obs(spec, [0], [2 * 16 + 3], [1.0], 0.3)  # northern mid-latitudes
     both = grid_obs(spec, [0, 1], [2 * 16 + 3, 6 * 16 + 11], [1.0, -2.0], 0.3)
-    method = LETKF(members=8, localisation_km=3000.0, rtpp=0.0, **MULTI)
+    method = plain(members=8, localisation_km=3000.0, rtpp=0.0, **MULTI)
     a, b = (analyse(method, spec, background, o).members.reshape(8, 2, -1) for o in (near, both))
     lat = np.repeat(np.asarray(spec.lat), 16)
     lon = np.tile(np.asarray(spec.lon), 8)
@@ -163,7 +169,7 @@ def test_inflation_is_the_kalman_filter_with_inflated_covariance():
     spec = spec_of(2, 4)
     background = ensemble(spec, 20, seed=7)
     obs = random_obs(spec, 5, seed=3)
-    analysis = analyse(LETKF(members=20, localisation_km=math.inf, inflation=1.7, rtpp=0.0,
+    analysis = analyse(plain(members=20, localisation_km=math.inf, inflation=1.7, rtpp=0.0,
                              **MULTI), spec, background, obs)
     mean, cov = moments(analysis.members)
     k_mean, k_cov = kalman(background, obs, inflation=1.7)
@@ -185,7 +191,7 @@ def test_rtpp_and_rtps_are_their_formulas(alpha):
     x_pb = xs - xs.mean(0)
 
     def run(**relax):
-        a = analyse(LETKF(members=n, localisation_km=2500.0, inflation=1.2, **relax, **MULTI),
+        a = analyse(plain(members=n, localisation_km=2500.0, inflation=1.2, **relax, **MULTI),
                     spec, background, obs)
         members = a.members.reshape(n, 2, -1)
         return members.mean(0), members - members.mean(0), a.diagnostics
@@ -297,12 +303,12 @@ def test_batched_analysis_is_the_per_column_loop_for_any_batch_size(sampling, mo
         rng = np.random.default_rng(2)
         obs = station_observations(truth, spec, rng.uniform(-85, 85, 9),
                                    rng.uniform(0, 360, 9), ["t850", "t500", "t2m"], 0.2, 4)
-        method = LETKF(members=8, localisation_km=4000.0, inflation=1.1, rtpp=0.0, rtps=0.6,
+        method = plain(members=8, localisation_km=4000.0, inflation=1.1, rtpp=0.0, rtps=0.6,
                        channel_localisation=mode, vertical_localisation=1.0)
     else:
         obs = observe(truth, spec, ObservationSettings(density=0.06, sampling=sampling,
                                                        noise_fraction=0.2), cycle=0)
-        method = LETKF(members=8, localisation_km=3500.0, inflation=1.3, rtpp=0.4,
+        method = plain(members=8, localisation_km=3500.0, inflation=1.3, rtpp=0.4,
                        channel_localisation=mode, vertical_localisation=1.0)
     expected = reference_letkf(method, spec, background, obs)
     same = np.isclose(expected, background.member_backgrounds.reshape(expected.shape).numpy(),
@@ -335,12 +341,12 @@ def test_own_an_observation_of_one_channel_changes_no_other_channel():
     xs = background.member_backgrounds
     rng = np.random.default_rng(5)
     obs = grid_obs(spec, [1] * 6, rng.choice(8 * 16, 6, replace=False), rng.normal(size=6), 0.2)
-    own = analyse(LETKF(members=n, localisation_km=4000.0, channel_localisation="own",
+    own = analyse(plain(members=n, localisation_km=4000.0, channel_localisation="own",
                         inflation=1.4), spec, background, obs).members
     for k in (0, 2, 3):
         assert torch.equal(own[:, k], xs[:, k])
     assert (own[:, 1] - xs[:, 1]).abs().max() > 0.1
-    multi = analyse(LETKF(members=n, localisation_km=4000.0, inflation=1.4, **MULTI), spec,
+    multi = analyse(plain(members=n, localisation_km=4000.0, inflation=1.4, **MULTI), spec,
                     background, obs).members
     assert all((multi[:, k] - xs[:, k]).abs().max() > 1e-3 for k in (0, 2, 3))
     torch.testing.assert_close(own[:, 1], multi[:, 1], rtol=0, atol=1e-12)
@@ -359,7 +365,7 @@ def test_own_is_the_multivariate_analysis_of_each_one_channel_problem():
                    rng.normal(size=k_obs), 0.1)
     settings = {"members": n, "localisation_km": 3000.0, "inflation": 1.2, "rtpp": 0.0,
                 "rtps": 0.5}
-    own = analyse(LETKF(channel_localisation="own", **settings), spec, background, obs)
+    own = analyse(plain(channel_localisation="own", **settings), spec, background, obs)
     for k, name in enumerate(names):
         one_spec = spec_of(8, 16, (name,))
         frames = background.members[:, :, k:k + 1]
@@ -368,7 +374,7 @@ def test_own_is_the_multivariate_analysis_of_each_one_channel_problem():
         mine = (obs.channel == k).numpy()
         one_obs = grid_obs(one_spec, [0] * int(mine.sum()), obs.flat_index[mine, 0].numpy(),
                            obs.values[mine], 0.1)
-        single = analyse(LETKF(**settings, **MULTI), one_spec, one, one_obs)
+        single = analyse(plain(**settings, **MULTI), one_spec, one, one_obs)
         torch.testing.assert_close(own.members[:, k], single.members[:, 0], rtol=0, atol=1e-12)
         assert (single.members[:, 0] - frames[:, -1, 0]).abs().max() > 0.1
 
@@ -386,7 +392,7 @@ def test_variable_single_observation_weights_by_log_pressure_distance():
     x_b = xs.mean(0)
     y_b = xs[:, 2, g0]
     obs = grid_obs(spec, [2], [g0], [float(x_b[2, g0]) + 1.0], sigma)
-    method = LETKF(members=n, localisation_km=cut, rtpp=0.0, channel_localisation="variable",
+    method = plain(members=n, localisation_km=cut, rtpp=0.0, channel_localisation="variable",
                    vertical_localisation=vertical)
     increment = analyse(method, spec, background, obs).x_a.reshape(len(names), -1) - x_b
     var = y_b.var()
@@ -411,7 +417,8 @@ def test_small_ensemble_analysis_beats_the_background():
     component shared by the channels): the analysis mean is closer to the truth than the
     background mean, the analysed spread smaller; float32 stays float32."""
     spec = spec_of(16, 32, ("t850", "z500", "u850"))
-    method = dataclasses.replace(LETKF.for_tests(), localisation_km=3000.0)
+    method = dataclasses.replace(LETKF.for_tests(), localisation_km=3000.0,
+                                 additive_inflation=0.0)
     assert method.members == 8
     c = spec.shape[0]
     eps = torch.randn(9, 1 + c, *spec.shape[1:], generator=torch.Generator().manual_seed(11))
@@ -437,14 +444,186 @@ def test_small_ensemble_analysis_beats_the_background():
 def test_fields_are_checked_and_no_observations_keep_the_background():
     for bad in ({"members": 1}, {"localisation_km": 0.0}, {"inflation": 0.9}, {"rtpp": 1.5},
                 {"rtps": -0.1}, {"min_obs_error": 0.0}, {"channel_localisation": "level"},
-                {"vertical_localisation": 0.0}):
+                {"vertical_localisation": 0.0}, {"additive_inflation": -0.5},
+                {"additive_pool": 10, "additive_inflation": 1.0}, {"additive_stride": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             LETKF(**bad)
     spec = spec_of(4, 8)
     background = ensemble(spec, 5, seed=1)
     none = random_obs(spec, 0, seed=0)
-    analysis = analyse(LETKF(members=5, inflation=1.5), spec, background, none)
+    analysis = analyse(plain(members=5, inflation=1.5), spec, background, none)
     assert torch.equal(analysis.members, background.member_backgrounds)
     assert analysis.diagnostics["evaluations"] == 0 and analysis.diagnostics["iterations"] == 0
     with pytest.raises(ValueError, match="members"):
-        analyse(LETKF(members=6), spec, background, none)
+        analyse(plain(members=6), spec, background, none)
+
+
+# ----------------------------------------------------------------------------- 8. additive
+def pool_state(spec: StateSpec, size: int, seed: int, channels=None) -> dict:
+    """A known pool of ``size`` random fields (float64), nonzero only in ``channels``."""
+    eps = torch.randn(size, *spec.shape, generator=torch.Generator().manual_seed(seed),
+                      dtype=F64)
+    if channels is not None:
+        mask = torch.zeros(spec.shape[0], dtype=torch.bool)
+        mask[list(channels)] = True
+        eps[:, ~mask] = 0.0
+    return {"additive_pool": eps, "shape": list(spec.shape), "names": list(spec.names)}
+
+
+def with_members(background: Background, members: torch.Tensor, cycle: int | None = None
+                 ) -> Background:
+    """``background`` with its members' backgrounds replaced (and its cycle)."""
+    frames = background.members.clone()
+    frames[:, -1] = members
+    return dataclasses.replace(background, x_b=members.mean(0), members=frames,
+                               cycle=background.cycle if cycle is None else cycle)
+
+
+def added(method: LETKF, state: dict, spec: StateSpec, background: Background
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(D, picks): what the analysis adds to the members where nothing is observed (N, C, H,
+    W), and the pool samples it drew, found as the N distinct samples with D = α (ε_pick −
+    mean ε_pick)."""
+    none = random_obs(spec, 0, seed=0)
+    d = method.load(state, spec, "cpu").analyse(background, none).members.to(F64) \
+        - background.member_backgrounds.to(F64)
+    eps = state["additive_pool"].reshape(state["additive_pool"].shape[0], -1).to(F64)
+    step = (d - d[0]).reshape(d.shape[0], -1) / method.additive_inflation
+    for first in range(eps.shape[0]):  # ε_pick_n = ε_pick_0 + (D_n − D_0) / α
+        distance = torch.cdist(eps[first] + step, eps)
+        if bool((distance.min(1).values < 1e-9).all()):
+            return d, distance.argmin(1)
+    raise AssertionError("the additive perturbations are not differences of pool samples")
+
+
+def test_no_additive_inflation_is_the_letkf_without_it_and_fits_nothing():
+    """α = 0: fit returns {} without asking for samples, untrained is {}, a pool handed to load
+    is ignored: the analysis is the plain LETKF's (the per-column reference loop), bit for bit
+    with and without the pool; the memory estimate holds no pool."""
+    spec = spec_of(7, 12, ("t850", "z500", "t2m"))
+    background = ensemble(spec, 8, seed=21)
+    obs = random_obs(spec, 20, seed=22)
+    method = plain(members=8, localisation_km=3500.0, inflation=1.2, rtpp=0.5)
+    assert method.learns and method.fit(None) == {} and method.untrained(spec) == {}
+    bare = analyse(method, spec, background, obs)
+    pooled = method.load(pool_state(spec, 16, seed=1), spec, "cpu").analyse(background, obs)
+    assert torch.equal(bare.members, pooled.members) and torch.equal(bare.x_a, pooled.x_a)
+    expected = reference_letkf(method, spec, background, obs)
+    np.testing.assert_allclose(bare.members.reshape(expected.shape).numpy(), expected, rtol=0,
+                               atol=1e-10)
+    assert bare.diagnostics["spread_additive"] == 0.0
+    on = dataclasses.replace(method, additive_inflation=1.0, additive_pool=100)
+    c, h, w = spec.shape
+    assert on.memory_estimate(spec, 20).model - method.memory_estimate(
+        spec, 20).model == 2.0 * 100 * c * h * w
+
+
+def test_additive_draw_is_centred_distinct_pool_samples_scaled_by_alpha():
+    """Nothing observed: the members come back as x_b⁽ⁿ⁾ + α (ε_{j_n} − mean ε_j) for N distinct
+    pool samples j; the mean is unchanged; the draw is the same for the same (seed, cycle), bit
+    for bit (a new analyser too), and differs between cycles and seeds."""
+    spec = spec_of(4, 8)
+    n, alpha = 6, 0.7
+    background = ensemble(spec, n, seed=23)
+    state = pool_state(spec, 15, seed=2)
+    method = LETKF(members=n, additive_inflation=alpha, additive_pool=15)
+    d, picks = added(method, state, spec, background)
+    assert picks.unique().numel() == n
+    eps = state["additive_pool"][picks]
+    torch.testing.assert_close(d, alpha * (eps - eps.mean(0)), rtol=0, atol=1e-12)
+    torch.testing.assert_close(d.mean(0), torch.zeros(spec.shape, dtype=F64), rtol=0,
+                               atol=1e-14)
+    again, same = added(method, state, spec, background)
+    assert torch.equal(again, d) and torch.equal(same, picks)
+    later = with_members(background, background.member_backgrounds, cycle=1)
+    assert not torch.equal(added(method, state, spec, later)[1], picks)
+    other = dataclasses.replace(method, seed=1)
+    assert not torch.equal(added(other, state, spec, background)[1], picks)
+
+
+def test_additive_inflation_adds_the_pool_spread_to_the_prior_of_the_local_analyses():
+    """Members spread in t850 only, a pool in z500 only (no cross-covariance): the prior the
+    local analyses use has spread² = the members' + α² × the draw's (spread_prior, spread_additive
+    diagnostics), the draw's being α² Σ var(ε_pick) / (C G); and the analysis is the plain LETKF
+    (with RTPP, relaxing to the inflated prior) of the members plus the draw — the global one
+    the Kalman filter with their sample covariance."""
+    spec = spec_of(4, 8)
+    n, alpha = 8, 1.3
+    c, h, w = spec.shape
+    background = ensemble(spec, n, seed=24)
+    xs = background.member_backgrounds.clone()
+    xs[:, 1] = xs[:, 1].mean(0)  # no spread in z500
+    background = with_members(background, xs)
+    state = pool_state(spec, 12, seed=3, channels=[1])
+    obs = random_obs(spec, 10, seed=25)
+    settings = {"members": n, "localisation_km": 4000.0, "rtpp": 0.4}
+    method = LETKF(additive_inflation=alpha, additive_pool=12, **settings)
+    d, picks = added(method, state, spec, background)
+    analysis = method.load(state, spec, "cpu").analyse(background, obs)
+    diag = analysis.diagnostics
+    spread_f2 = float(xs.var(0).mean())
+    spread_d2 = alpha**2 * float(state["additive_pool"][picks].var(0).sum()) / (c * h * w)
+    assert diag["spread_additive"] ** 2 == pytest.approx(spread_d2, rel=1e-12)
+    assert diag["spread_prior"] ** 2 == pytest.approx(spread_f2 + spread_d2, rel=1e-12)
+    assert spread_d2 > 0.1 * spread_f2
+    inflated = with_members(background, xs + d)
+    expected = reference_letkf(plain(**settings), spec, inflated, obs)
+    np.testing.assert_allclose(analysis.members.reshape(expected.shape).numpy(), expected,
+                               rtol=0, atol=1e-10)
+    # the global filter: the Kalman filter with the inflated members' sample covariance
+    kalman_settings = {**settings, "localisation_km": math.inf, "rtpp": 0.0, **MULTI}
+    globally = LETKF(additive_inflation=alpha, additive_pool=12, **kalman_settings).load(
+        state, spec, "cpu").analyse(background, obs)
+    mean, cov = moments(globally.members)
+    k_mean, k_cov = kalman(inflated, obs)
+    torch.testing.assert_close(mean, k_mean, rtol=0, atol=1e-11)
+    torch.testing.assert_close(cov, k_cov, rtol=0, atol=1e-11)
+
+
+def test_fit_keeps_an_evenly_spaced_subset_of_six_hour_forecast_errors():
+    """fit asks ctx.samples for truth − 6 h forecast samples (one start every additive_stride
+    frames) and keeps at most additive_pool of them, evenly spaced, in float16, with the grid's
+    layout; untrained makes a pool of the configured size; the cache key depends on whether
+    α > 0, not on its value or on analysis settings."""
+    spec = spec_of(4, 8)
+    calls = []
+    eps = torch.randn(50, *spec.shape, generator=torch.Generator().manual_seed(4))
+
+    def samples(kind="nmc", **settings):
+        calls.append((kind, settings))
+        return eps
+
+    ctx = TrainingContext(spec=spec, model=None, train_truth=lambda: None, samples=samples,
+                          device=torch.device("cpu"))
+    method = LETKF(additive_inflation=1.0, additive_pool=20)
+    state = method.fit(ctx)
+    assert calls == [("truth_minus_forecast", {"lead_hours": 6, "start_stride": 4})]
+    pool = state["additive_pool"]
+    assert pool.dtype == torch.float16 and tuple(pool.shape) == (20, *spec.shape)
+    assert torch.equal(pool, eps[torch.arange(20) * 50 // 20].half())
+    assert state["shape"] == list(spec.shape) and state["names"] == list(spec.names)
+    everything = dataclasses.replace(method, additive_pool=80, additive_stride=2).fit(ctx)
+    assert torch.equal(everything["additive_pool"], eps.half()) and calls[-1][1] == {
+        "lead_hours": 6, "start_stride": 2}
+    random = method.untrained(spec_of(6, 10), seed=3)["additive_pool"]
+    assert tuple(random.shape) == (20, 2, 6, 10) and random.float().std() > 0
+    key = method.cache_config()
+    assert dataclasses.replace(method, additive_inflation=0.3, rtpp=0.9, localisation_km=1e3,
+                               seed=4).cache_config() == key
+    for changed in ({"additive_inflation": 0.0}, {"additive_pool": 64}, {"additive_stride": 1}):
+        assert dataclasses.replace(method, **changed).cache_config() != key
+
+
+def test_additive_pool_is_checked_at_load_and_an_untrained_one_analyses():
+    spec = spec_of(4, 8)
+    method = LETKF(members=8, additive_inflation=1.0, additive_pool=16)
+    analysis = method.load(method.untrained(spec, seed=1), spec, "cpu").analyse(
+        ensemble(spec, 8, seed=26, dtype=torch.float32), random_obs(spec, 6, seed=27))
+    assert analysis.members.dtype == torch.float32 and torch.isfinite(analysis.members).all()
+    assert analysis.diagnostics["spread_additive"] > 0
+    with pytest.raises(ValueError, match="pool"):
+        method.load({}, spec, "cpu")
+    with pytest.raises(ValueError, match="fewer than"):
+        method.load(pool_state(spec, 5, seed=0), spec, "cpu")
+    with pytest.raises(ValueError, match="fit on this world"):
+        method.load(pool_state(spec_of(4, 6), 16, seed=0), spec, "cpu")

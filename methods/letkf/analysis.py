@@ -1,120 +1,25 @@
-"""LETKF: the local ensemble transform Kalman filter (Hunt, Kostelich & Szunyogh 2007).
-
-At every grid column j and channel group a (the channels of the column analysed together:
-all C channels, or one channel; below) a local ETKF in the N-dimensional ensemble space, with
-the observations within the localisation cut-off of the column, each observation's inverse
-error variance multiplied by its Gaspari–Cohn weight and by its channel weight
-(R-localisation, Hunt et al. 2007 §2.3; Greybush et al. 2011; methods/common/localisation.py).
-In the normalised state, with x̄_b, X_b (c_a × N) the background mean and perturbations of
-the group's channels at the column and, for the local observations i (p_j of them),
-ȳ_b = mean_n H(x_b⁽ⁿ⁾), Y_b = H(x_b⁽ⁿ⁾) − ȳ_b (p_j × N), R_j⁻¹ = diag(GC(r_ij / c) V[a, ch_i]
-/ σ_i²) (Hunt's step numbers):
-
-    (4) C_j  = Y_bᵀ R_j⁻¹                                         N × p_j
-    (5) P̃_a = [(N − 1) I / ρ + C_j Y_b]⁻¹                         N × N, float64
-    (6) W_a  = [(N − 1) P̃_a]^{1/2}                                 symmetric square root
-    (7) w̄_a = P̃_a C_j (y − ȳ_b)
-    (8) x_a⁽ⁿ⁾ = x̄_b + X_b (w̄_a + W_a)⁽ⁿ⁾                         the group's channels
-
-P̃_a and W_a come from one eigendecomposition A = Q Λ Qᵀ of A = (N − 1) I / ρ + C_j Y_b:
-P̃_a = Q Λ⁻¹ Qᵀ, W_a = Q ((N − 1) Λ⁻¹)^{1/2} Qᵀ (torch.linalg.eigh, batched over columns) —
-or, for a local analysis with fewer than N observations (p_j < LOW_RANK · N), the same
-analysis from the p_j × p_j eigendecomposition of R_j^{-1/2} Y_b Y_bᵀ R_j^{-1/2}
-(``_local_analysis``; ~N³ → ~p_j³ + N² p_j per analysis). ρ is
-multiplicative covariance inflation: identical to multiplying X_b (and Y_b) by √ρ before an
-un-inflated analysis (Hunt et al. 2007 §2.3). Then the analysis perturbations X_a = X_b W_a are
-relaxed towards the prior ones X_b (un-inflated, as the method received them):
-
-    RTPP (Zhang et al. 2004):          X_a ← (1 − α) X_a + α X_b
-    RTPS (Whitaker & Hamill 2012):     X_a ← X_a (1 + α (σ_b − σ_a) / σ_a)   per grid value,
-                                       σ the members' standard deviation (σ_a = 0: unchanged)
-
-Channel localisation (``channel_localisation``; V of localisation.channel_weights):
-    "own"       channel a only from observations of channel a (V = I): one local analysis per
-                (column, channel) — the default
-    "variable"  from observations of the same variable at every level, weighted by
-                GC(|ln p_a − ln p_b| / c_v), 2c_v = ``vertical_localisation`` (SPEEDY-LETKF's
-                vertical localisation in log-pressure, Miyoshi 2005; "variable localization",
-                Kang et al. 2011); surface fields only from themselves
-    "all"       multivariate: every observation updates every channel of the column (V = 1,
-                Hunt et al. 2007 as written; one local analysis per column)
-A (column, channel group) with no observation of weight > 0 within the cut-off keeps its
-background members (no analysis, no inflation).
-
-Why "own": with σ_o ≪ the spread, w̄_a is nearly the least-squares fit of the local innovations
-in the 19-dimensional ensemble space; with "all", a column at 5 % "columns" density has ~250
-observations (69 channels of ~3.6 columns) against 19 coefficients, and the sampled
-cross-channel covariances (q from z, u from t, …) of 20 members are mostly noise: increments
-larger than the background error. The one-analysis check (python -m bench check, validation
-period, 8 starts, members = the case's background + the run's 20 centred NMC perturbations —
-see the note below), analysis / background RMSE averaged over the 69 channels, density 1 % / 5 %
-"columns", σ_o = 0.01 std (3DVar: 0.971 / 0.848):
-
-    localisation_km           500            1000           1500           2000
-    "all"                 0.996 / 0.974  1.016 / 1.038       —          1.125 / 1.187
-    "own"                 0.992 / 0.958  0.987 / 0.923  0.986 / 0.920  0.989 / 0.933
-    "variable" 2c_v = 1.5 0.993 / 0.958  0.993 / 0.950       —          1.027 / 1.094
-    "variable" 2c_v = 1.0      —         0.990 / 0.939       —          1.012 / 1.042
-    "variable" 2c_v = 0.5      —         0.988 / 0.928       —          0.998 / 0.976
-
-(500 km is below the grid spacing: only the observed columns move.) "own" is best at every
-cut-off and density; "variable" approaches it as 2c_v shrinks (to "own" at 2c_v → 0); "all"
-adds error beyond 500 km. A σ_o floor of 0.1 (``min_obs_error``) rescues "all" (1000 km:
-0.992 / 0.951) but costs "own" (0.991 / 0.946). Observations of whole columns are the case
-least favourable to vertical localisation (every level is observed where any is); with
-observations at a few levels (stations, "elements") "variable" may do better. Note: the check
-as committed (bench/experiments/check.py) centres the members on the case's history, which
-ends in the truth 48 h before x_b, not on x_b: its LETKF ratios (~2; "own" at 2000 km:
-1.988 / 1.856) measure that offset (the members' mean is 1.92× as far from the truth as x_b)
-— the numbers above centre them on x_b.
-
-R-localisation tapers the increment of an observation as a regression on an observation of
-error σ_o² / GC: with σ_o ≪ the ensemble spread it stays near full size until GC is small, then
-drops towards the cut-off (B-localisation would taper it by GC itself).
-
-Vectorisation: C_j Y_b = Σ_i GC_ij v_i z_i z_iᵀ and C_j (y − ȳ_b) = Σ_i GC_ij v_i z_i e_i
-(z_i = Y_b,i / σ_i, N-vectors; e_i = (y_i − ȳ_b,i) / σ_i; v_i = V[a, ch_i]) are grouped by
-observation location: co-located observations share a weight, so each location's Σ v z zᵀ and
-Σ v z e are summed once and each column's are a sparse (columns × locations) GC product with
-them (neighbours.add_weighted) — with "all" and "columns" sampling C times fewer products than
-pairs of (column, observation). A local analysis with fewer than LOW_RANK · N observations
-gathers its rows √(GC_ij v_i) z_i instead (zero-padded to the largest count of its batch,
-batches binned by ⌈log₂ count⌉). The channel groups (the distinct rows of V: 1 for "all", C
-for "own" and "variable") are a Python loop inside each column batch; every other step is
-batched over the (column, group) analyses. The locations' SphereTree is built per analysis (the
-observations change every cycle; ``load`` keeps only the grid columns' coordinates). Columns go
-in batches of at most BATCH_BYTES // column_bytes columns, cut further so a batch's candidate
-pairs stay within neighbours.MAX_PAIRS. Cost: one eigendecomposition per (column, group) with
-observations — with "own" up to C times as many as with "all", but of p_j × p_j matrices
-(p_j ≈ 1–8 at 1–5 % density) instead of N × N.
+"""LETKF's analysis: the analyser and the batched local ETKF (notation and method in
+method.py's docstring): the local problems of each column batch and channel group, as summed
+local matrices [C_j Y_b | C_j (y − ȳ_b)] or as factors, and their batched eigendecompositions.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from bench.state import StateSpec
-from methods.base import (
-    Analyser,
-    Analysis,
-    Assimilator,
-    Background,
-    Kernel,
-    MemoryEstimate,
-    Observations,
-)
-from methods.common import neighbours
-from methods.common.localisation import (
-    CHANNEL_LOCALISATIONS,
-    channel_weights,
-    grid_columns,
-    localised_pairs,
-)
+from methods.base import Analyser, Analysis, Background, Kernel, Observations
+from methods.common.localisation import channel_weights, grid_columns, localised_pairs
 from methods.common.neighbours import Pairs, SphereTree, add_weighted
+from methods.letkf import additive
+
+if TYPE_CHECKING:
+    from methods.letkf.method import LETKF
 
 #: Memory one batch of columns may take (its N × N matrices and its members, float64), and
 #: one batch of location sums; tests shrink it to check that batching changes no result.
@@ -132,118 +37,23 @@ def column_bytes(n: int, channels: int) -> int:
     return 8 * (8 * n * n + 5 * n * channels + n + 2)
 
 
-@dataclasses.dataclass(frozen=True)
-class LETKF(Assimilator):
-    """The local ensemble transform Kalman filter (module docstring), deterministic.
-
-    Attributes:
-        members: N, the ensemble size (the harness hands over ``Background.members`` of N
-            members). 20: ensemble DA with ML forecast models (ClimaX-LETKF: Kotsuki et al.
-            2025; Takeshima et al. 2025) and global LETKFs on grids like the built-in 32 × 64
-            (SPEEDY-LETKF) run tens of members with localisation; 20 is the low end of that,
-            chosen for cost: the forecasts cost N model steps per cycle (FengWu's graph runs
-            one member at a time), the analysis ~N³ per column (the eigendecomposition) plus
-            N² per local observation, and the initial ensemble needs N training-period NMC
-            samples. Validate by cycling.
-        localisation_km: the localisation cut-off 2c in km: the distance where the Gaspari–Cohn
-            weight reaches 0 (half-width c = localisation_km / 2, weight 5/24 at c; a Gaussian
-            σ ≈ 0.27 · localisation_km). ``math.inf`` turns localisation off (every observation
-            weight 1: the global ETKF). 2000 km ≈ SPEEDY-LETKF's Gaussian σ = 500 km
-            (cut-off 2√(10/3)·500 ≈ 1826 km) on a grid of similar spacing (T30 vs our T31).
-            With "own", the one-analysis check hardly separates 1000, 1500 and 2000 km (0.923,
-            0.920, 0.933 at 5 %; module docstring): kept at the literature value until cycling
-            decides.
-        inflation: ρ ≥ 1 multiplies the background covariance in each local analysis (the
-            background perturbations by √ρ); 1 = none.
-        rtpp: α of relaxation to prior perturbations, in [0, 1]. ClimaX-LETKF cycled more
-            stably with RTPP than with RTPS (Takeshima et al. 2025: ML models restore the
-            ensemble's spread less than NWP models do); 0.5, the value Zhang et al. (2004)
-            introduced it with, as a starting point.
-        rtps: α of relaxation to prior spread, in [0, 1]; only one of rtpp and rtps may be > 0.
-        min_obs_error: floor on σ_o (normalised units): σ_o = 0 (the noise-free protocol) would
-            make R⁻¹ infinite; 1e-3 of a climatological std is far below any ensemble spread.
-        channel_localisation: which observations analyse a channel (module docstring): "own"
-            (the default: best in the one-analysis check at every cut-off and density, the
-            table in the module docstring), "variable" or "all" (multivariate).
-        vertical_localisation: "variable" only: the vertical cut-off 2c_v in ln p where the
-            GC weight between two levels of a variable reaches 0 (like ``localisation_km``, a
-            cut-off; ``math.inf``: every level at weight 1). 1.5 ≈ the Gaussian σ_v = 0.4 ln p
-            of Miyoshi's SPEEDY- and GFS-LETKF (cut-off 2√(10/3)·0.4 ≈ 1.46): 700 hPa then takes
-            observations of 850 hPa at weight 0.90, of 500 hPa at 0.74, none above 156 hPa. On the
-            check, smaller was better (0.5 best of 0.5, 1.0, 1.5, all worse than "own"), for
-            whole-column observations only; kept at the literature value for the sparser
-            vertical sampling "variable" is meant for.
-    """
-
-    members: int = 20
-    localisation_km: float = 2000.0
-    inflation: float = 1.0
-    rtpp: float = 0.5
-    rtps: float = 0.0
-    min_obs_error: float = 1e-3
-    channel_localisation: str = "own"
-    vertical_localisation: float = 1.5
-
-    def __post_init__(self):
-        self.check_fields((
-            ("members", isinstance(self.members, int) and self.members >= 2, "an integer ≥ 2"),
-            ("localisation_km", self.localisation_km > 0, "a distance > 0 in km (inf: none)"),
-            ("inflation", math.isfinite(self.inflation) and self.inflation >= 1, "≥ 1"),
-            ("rtpp", 0 <= self.rtpp <= 1, "in [0, 1]"),
-            ("rtps", 0 <= self.rtps <= 1, "in [0, 1]"),
-            ("min_obs_error", self.min_obs_error > 0, "> 0"),
-            ("channel_localisation", self.channel_localisation in CHANNEL_LOCALISATIONS,
-             f"one of {CHANNEL_LOCALISATIONS}"),
-            ("vertical_localisation", self.vertical_localisation > 0,
-             "a cut-off > 0 in ln p (inf: none)"),
-        ))
-        if self.rtpp > 0 and self.rtps > 0:
-            raise ValueError(f"LETKF.rtpp = {self.rtpp} and LETKF.rtps = {self.rtps}: relax to "
-                             "the prior perturbations (rtpp) or to the prior spread (rtps), not "
-                             "both; set one of them to 0")
-
-    @classmethod
-    def for_tests(cls) -> LETKF:
-        """A small ensemble for the method contract."""
-        return cls(members=8)
-
-    def load(self, state: dict, spec: StateSpec, device: torch.device | str) -> LETKFAnalyser:
-        """The analyser on ``spec``'s grid (nothing is learnt: ``state`` is empty)."""
-        return LETKFAnalyser(self, spec, device)
-
-    def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
-        """Model: the grid's coordinates (16 B per column). Analysis: the analysed members
-        (N float32 states) + the observation-space ensemble (~(3N + 4) float64 per
-        observation) + one batch of columns (min(G, BATCH_BYTES // column_bytes) columns ×
-        column_bytes; a batch of factors u, f of one channel group is at most as large as its
-        sums) + one batch of location sums (≤ BATCH_BYTES) + one chunk of neighbour pairs (G ×
-        the expected observations within the cut-off, at most MAX_PAIRS, × PAIR_BYTES), the
-        observations' SphereTree, and one channel group's order, weights and gather indices
-        of the observations (~32 B per observation)."""
-        c, h, w = spec.shape
-        n, g = members or self.members, h * w
-        per_column = column_bytes(n, c)
-        batch = min(g, max(1, BATCH_BYTES // per_column)) * per_column
-        cap = 1.0 if math.isinf(self.localisation_km) else \
-            0.5 * (1 - math.cos(min(math.pi, self.localisation_km / neighbours.EARTH_RADIUS_KM)))
-        pairs = min(neighbours.MAX_PAIRS, g * (1 + n_obs * cap)) * neighbours.PAIR_BYTES
-        obs_bytes = n_obs * (8.0 * (3 * n + 8) + neighbours.TREE_BYTES_PER_POINT)
-        sums = min(BATCH_BYTES, 16.0 * n_obs * (n * n + n + 1))
-        return MemoryEstimate(16.0 * g, 4.0 * n * c * g + obs_bytes + batch + sums + pairs)
-
-
 class LETKFAnalyser(Analyser):
-    """LETKF on one grid: the method's settings and the grid columns' coordinates.
+    """LETKF on one grid: the method's settings, the grid columns' coordinates and the pool.
 
     Attributes:
         method: the LETKF (hyper-parameters).
         shape: (H, W) of the grid.
         lat, lon: (G,) degrees of the grid columns, flattened lat-major (as ``flat_index``).
         device: where the analysis runs.
+        pool: (P, C, H, W) the additive inflation's 6 h forecast errors on the device (None
+            at α = 0).
     """
 
-    def __init__(self, method: LETKF, spec: StateSpec, device: torch.device | str):
+    def __init__(self, method: LETKF, spec: StateSpec, device: torch.device | str,
+                 state: dict | None = None):
         self.method, self.device = method, torch.device(device)
+        self.pool = None if method.additive_inflation == 0 else additive.load_pool(
+            state or {}, spec, method.members, self.device)
         self.shape = (len(spec.lat), len(spec.lon))
         self.lat, self.lon = grid_columns(spec.lat, spec.lon)
         self.channel_weights = channel_weights(
@@ -252,7 +62,7 @@ class LETKFAnalyser(Analyser):
 
     # ----------------------------------------------------------------------------- analysis
     def analyse(self, background: Background, obs: Observations) -> Analysis:
-        """The analysed members and their mean.
+        """The analysed members and their mean (after the additive draw, if α > 0).
 
         Notation (code → Hunt et al. 2007):
             xs (N, C, G)       background members x_b⁽ⁿ⁾ (G grid columns); xb, Xb: x̄_b, X_b
@@ -272,13 +82,21 @@ class LETKFAnalyser(Analyser):
             "all"), ``iterations`` (1, or 0 without any), ``local_obs`` (mean observations with
             a weight > 0 per grid value, all grid values), ``spread_prior`` and
             ``spread_analysis`` (√ of the mean member variance over all grid values,
-            normalised), ``inflation`` (ρ of the local analyses) and ``relaxation`` (analysis
-            spread after / before RTPP or RTPS, √ of the ratio of summed variances over the
-            analysed grid values; 1 without relaxation).
+            normalised; the prior's of the members the local analyses start from: the
+            forecasts plus the additive draw), ``spread_additive`` (the same of the additive
+            draw alone; 0 without), ``inflation`` (ρ of the local analyses) and
+            ``relaxation`` (analysis spread after / before RTPP or RTPS, √ of the ratio of
+            summed variances over the analysed grid values; 1 without relaxation).
         """
         m, out_device = self.method, background.x_b.device
         xs = self._members(background)
         n, c, h, w = xs.shape
+        spread_additive = 0.0
+        if self.pool is not None:
+            added = additive.draw(self.pool, n, m.additive_inflation, m.seed, background.cycle,
+                                  xs.dtype)
+            xs = xs + added
+            spread_additive = _rms_spread(added.reshape(n, c, h * w))
         xs = xs.reshape(n, c, h * w)
         out = xs.clone()
         spread_prior = _rms_spread(xs)
@@ -294,7 +112,8 @@ class LETKFAnalyser(Analyser):
         return Analysis(members.mean(0), members=members, diagnostics={
             "evaluations": float(evaluations), "iterations": float(evaluations > 0),
             "local_obs": local_obs / (c * h * w), "spread_prior": spread_prior,
-            "spread_analysis": _rms_spread(out), "inflation": float(m.inflation),
+            "spread_analysis": _rms_spread(out), "spread_additive": spread_additive,
+            "inflation": float(m.inflation),
             "relaxation": math.sqrt(var_final / var_etkf) if var_etkf > 0 else 1.0})
 
     def dominant_kernel(self, background: Background, obs: Observations) -> Kernel:
