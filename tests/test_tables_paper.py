@@ -20,7 +20,8 @@ from test_tables import is_diverged, pooled
 from bench.report import paired, paper, pooling, skill, statistics, tables
 from bench.scorer import select_cell
 
-OLD_RUN = Path(__file__).resolve().parents[1] / "results" / "heldsuarez-paper" / "metrics.nc"
+OLD_RUN = (Path(__file__).resolve().parents[1] / "results" / "heldsuarez-paper-1seed-2026-11-28"
+           / "metrics.nc")
 
 
 @pytest.fixture(scope="module")
@@ -152,9 +153,10 @@ def test_notes_name_both_rmse_conventions(ds, tmp_path, name):
     assert len(csv) == (2 * len(METHODS) * 4 if name != "paired" else 2 * (len(METHODS) - 1))
 
 
-@pytest.mark.skipif(not OLD_RUN.exists(), reason="results/heldsuarez-paper is not checked out")
+@pytest.mark.skipif(not OLD_RUN.exists(), reason=f"{OLD_RUN} is not checked out")
 def test_the_old_paper_run_still_gives_its_tables(tmp_path):
-    """results/heldsuarez-paper/metrics.nc predates norm_std, the diagnostics and forecasts."""
+    """results/heldsuarez-paper-1seed-2026-11-28/metrics.nc (an earlier machine, one seed)
+    predates norm_std, the diagnostics and forecasts."""
     with xr.open_dataset(OLD_RUN) as old:
         paths = tables.write_tables(old.load(), tmp_path, old.attrs["command"])
         expected_skill = skill.skill_numbers(old)
