@@ -29,6 +29,14 @@ def ds() -> xr.Dataset:
     return make_metrics(diagnostics=True)
 
 
+@pytest.fixture(scope="module")
+def four_seeds(ds) -> xr.Dataset:
+    """The fixture's two seeds and two more (another generator seed): a run of 4 seeds."""
+    more = make_metrics(1, diagnostics=True).assign_coords(seed=[2, 3])
+    return xr.concat([ds, more], dim="seed", data_vars="minimal", coords="minimal",
+                     compat="override")
+
+
 def channel_mean(ds, method, density, phase="analysis", scale=None) -> np.ndarray:
     """(seeds, cycles after spin-up) of the mean over channels of rmse / scale, with numpy."""
     i, j = METHODS.index(method), list(ds["density"].values).index(density)
@@ -151,6 +159,76 @@ def test_notes_name_both_rmse_conventions(ds, tmp_path, name):
     assert "time-mean of per-cycle RMSE" in md and "√(time-mean MSE)" in md
     csv = pd.read_csv(tmp_path / "tables" / f"{name}.csv", comment="#")
     assert len(csv) == (2 * len(METHODS) * 4 if name != "paired" else 2 * (len(METHODS) - 1))
+
+
+def test_with_two_seeds_or_one_the_ar1_interval_decides_and_the_notes_say_so(ds):
+    for run, seeds in [(ds, 2), (ds.isel(seed=[0]), 1)]:
+        numbers = paired.paired_numbers(run).dropna(subset=["mean_difference"])
+        assert set(numbers["interval"]) == {"ar1"}
+        assert (numbers["ci_low"] == numbers["ar1_low"]).all()
+        assert numbers["seeds_low"].isna().all() == (seeds == 1)
+        notes = paired.paired_notes(run)
+        assert "decides “significant”: the 95 % AR(1)-corrected t interval" in notes
+        assert ("with 2 seeds the between-seed interval" in notes) == (seeds == 2)
+        assert ("one seed gives no between-seed interval" in notes) == (seeds == 1)
+        columns = list(paired.paired_table(run).columns)
+        assert "significant (AR(1)-corrected t)" in columns
+        assert ("95 % interval (between seeds)" in columns) == (seeds == 2)
+        assert "(AR(1)-corrected t)" in paper.paper_caption(run)
+        assert "The ± and †: the 95 % AR(1)-corrected t interval" in paper.paper_notes(run)
+        assert set(paper.paper_numbers(run)["interval"].dropna()) == {"ar1"}
+
+
+def test_from_three_seeds_the_between_seed_interval_decides(four_seeds):
+    numbers = paired.paired_numbers(four_seeds)
+    assert int(numbers["seeds"].dropna().iloc[0]) == 4
+    for row in numbers.dropna(subset=["mean_difference"]).itertuples():
+        best, mine = (channel_mean(four_seeds, m, row.density) for m in (row.best, row.method))
+        means = (mine - best).mean(axis=1)
+        half = 3.182446305284263 * means.std(ddof=1) / 2  # t_{0.975, 3} s / √4
+        assert row.interval == "seeds" and row.significant == (row.ci_low > 0)
+        assert (row.ci_low, row.ci_high) == pytest.approx((means.mean() - half,
+                                                           means.mean() + half))
+        assert (row.seeds_low, row.seeds_high) == (row.ci_low, row.ci_high)
+        ar1 = statistics.ar1_interval(mine - best)
+        assert (row.ar1_low, row.ar1_high, row.n_eff) == pytest.approx((ar1.low, ar1.high,
+                                                                        ar1.n_eff))
+    # none is worse than letkf in every seed: significant
+    assert numbers.query("method == 'none'")["significant"].all()
+    notes = paired.paired_notes(four_seeds)
+    assert "decides “significant”: the between-seed 95 % interval" in notes
+    assert "S = 4 seed means" in notes and "not its variability over different weather" in notes
+    assert "significant (between seeds)" in paired.paired_table(four_seeds).columns
+
+
+def test_from_three_seeds_the_paper_tables_use_the_between_seed_interval(four_seeds):
+    numbers = paper.paper_numbers(four_seeds)
+    table, bold = paper.paper_display(four_seeds)
+    row = numbers.query("method == '3dvar' and density == 0.05 and column == 'channel_mean'")
+    row = row.iloc[0]
+    means = channel_mean(four_seeds, "3dvar", 0.05).mean(axis=1)
+    half = 3.182446305284263 * means.std(ddof=1) / 2
+    assert row.interval == "seeds"
+    assert 0.5 * (row.ci_high - row.ci_low) == pytest.approx(half)
+    ar1 = statistics.ar1_interval(channel_mean(four_seeds, "3dvar", 0.05))
+    assert (row.ar1_low, row.ar1_high) == pytest.approx((ar1.low, ar1.high))
+    for row in numbers[numbers["status"] == "ok"].itertuples():
+        key = next(k for k in table.columns if k[0] == f"density {row.density:g}"
+                   and k[1].startswith("channel mean" if row.column == "channel_mean"
+                                       else row.column))
+        cell = table.loc[row.method, key]
+        assert cell.endswith("†") == (not row.best and row.diff_low <= 0), cell
+        assert bold.loc[row.method, key] == bool(row.best)
+    assert "between seeds: t over the 4 seed means" in paper.paper_caption(four_seeds)
+    notes = paper.paper_notes(four_seeds)
+    assert "The ± and †: the between-seed 95 % interval" in notes and "diff_ar1_low" in notes
+    # a method whose run the seed does not change has ± 0, and the notes say why
+    same = four_seeds.copy(deep=True)
+    none = METHODS.index("none")
+    same["rmse"].values[none] = same["rmse"].values[none, :, :1]
+    assert "± 0 (none): the run is the same for every seed" in paper.paper_notes(same)
+    cell = paper.paper_markdown_table(same).set_index("method").loc["none", "0.05: channel mean"]
+    assert cell.endswith("± 0.000"), cell
 
 
 @pytest.mark.skipif(not OLD_RUN.exists(), reason=f"{OLD_RUN} is not checked out")

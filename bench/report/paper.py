@@ -5,10 +5,12 @@ from the previous analysis): methods as rows, densities as column groups, and in
 the channel-mean normalised RMSE and three headline channels (``PAPER_CHANNELS``; the full
 skill table keeps all seven). A cell is the time-mean of the per-cycle RMSE after spin-up,
 seeds pooled (bench/report/pooling.py), ± the half-width of its 95 % interval
-(bench/report/statistics.py: AR(1)-corrected t), so the ± is the uncertainty of the mean, not
-the spread of cycles that the skill table's ± 1σ shows. Per column the best method (lowest
-mean) is in bold and a † marks a method that is not significantly worse than it: the 95 %
-interval of the paired per-cycle difference (bench/report/paired.py) includes 0.
+(bench/report/statistics.py: with ≥ 3 seeds the between-seed t interval of the per-seed means,
+else the AR(1)-corrected t), so the ± is the uncertainty of the mean, not the spread of cycles
+that the skill table's ± 1σ shows. Per column the best method (lowest mean) is in bold and a †
+marks a method that is not significantly worse than it: the same kind of 95 % interval of the
+paired per-cycle difference (bench/report/paired.py) includes 0. The notes say which interval
+decided; the CSV has the AR(1) one always.
 
 The LaTeX is a ``table*`` float (spans both columns of a two-column page; ``\\small``, narrow
 column separation) written by pandas' ``Styler.to_latex`` with booktabs rules; its caption says
@@ -30,7 +32,15 @@ from bench.report.formatting import (
     format_mean_std,
     latex_escape,
 )
-from bench.report.paired import drift_note, method_series, not_worse, versus_best
+from bench.report.paired import (
+    INTERVAL_NAMES,
+    decisive_kind,
+    drift_note,
+    interval_note,
+    method_series,
+    not_worse,
+    versus_best,
+)
 from bench.report.pooling import (
     CHANNEL_MEAN,
     CONVENTIONS,
@@ -60,10 +70,12 @@ def paper_numbers(ds: xr.Dataset, phase: str = "analysis",
     """The paper table as numbers (the CSV): one row per (method, density, column).
 
     Columns: method, density, column (``channel_mean`` or a channel), units ("1" for the
-    channel mean), status, diverged_cycle, mean_rmse (default), ci_low, ci_high (its 95 %
-    interval), phi, n_eff, root_mean_mse (WeatherBench2's convention), best, not_worse (the
-    paired interval with the best includes 0; true for the best), diff_low, diff_high, diff_phi
-    (that interval of method − best and the φ of the difference).
+    channel mean), status, diverged_cycle, mean_rmse (default), interval (the kind shown and
+    deciding: "seeds" from 3 seeds on, else "ar1"), ci_low, ci_high (that 95 % interval),
+    ar1_low, ar1_high, phi, n_eff (the AR(1)-corrected t interval, always), root_mean_mse
+    (WeatherBench2's convention), best, not_worse (the deciding paired interval with the best
+    includes 0; true for the best), diff_low, diff_high (that interval of method − best),
+    diff_ar1_low, diff_ar1_high, diff_phi (its AR(1) interval and the φ of the difference).
     """
     spinup = spinup_of(ds, spinup_cycles)
     rows = []
@@ -79,17 +91,22 @@ def paper_numbers(ds: xr.Dataset, phase: str = "analysis",
                        "status": "ok" if values is not None else "diverged",
                        "diverged_cycle": min((c for _, c, _ in diverged), default=-1)}
                 if values is not None:
-                    own = mean_interval(values)
-                    row.update(mean_rmse=own.mean, ci_low=own.low, ci_high=own.high,
-                               phi=own.phi, n_eff=own.n_eff,
+                    own, ar1 = mean_interval(values), mean_interval(values, "ar1")
+                    diff = paired[method]
+                    diff_ar1 = mean_interval(values - by_method[best], "ar1")
+                    row.update(mean_rmse=own.mean, interval=own.kind, ci_low=own.low,
+                               ci_high=own.high, ar1_low=ar1.low, ar1_high=ar1.high,
+                               phi=ar1.phi, n_eff=ar1.n_eff,
                                root_mean_mse=pool(values, "root_mean_mse"),
-                               best=method == best, not_worse=not_worse(paired[method]),
-                               diff_low=paired[method].low, diff_high=paired[method].high,
-                               diff_phi=paired[method].phi)
+                               best=method == best, not_worse=not_worse(diff),
+                               diff_low=diff.low, diff_high=diff.high,
+                               diff_ar1_low=diff_ar1.low, diff_ar1_high=diff_ar1.high,
+                               diff_phi=diff_ar1.phi)
                 rows.append(row)
     columns = ["method", "density", "column", "units", "status", "diverged_cycle", "mean_rmse",
-               "ci_low", "ci_high", "phi", "n_eff", "root_mean_mse", "best", "not_worse",
-               "diff_low", "diff_high", "diff_phi"]
+               "interval", "ci_low", "ci_high", "ar1_low", "ar1_high", "phi", "n_eff",
+               "root_mean_mse", "best", "not_worse", "diff_low", "diff_high", "diff_ar1_low",
+               "diff_ar1_high", "diff_phi"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -127,6 +144,12 @@ def paper_display(ds: xr.Dataset, phase: str = "analysis", spinup_cycles: int | 
     return table, bold
 
 
+def _interval_words(ds: xr.Dataset) -> str:
+    if decisive_kind(ds) == "seeds":
+        return f"between seeds: t over the {ds.sizes['seed']} seed means"
+    return INTERVAL_NAMES["ar1"]
+
+
 def paper_caption(ds: xr.Dataset, phase: str = "analysis",
                   spinup_cycles: int | None = None) -> str:
     """What the numbers are (the LaTeX caption and the Markdown notes' first paragraph)."""
@@ -134,9 +157,18 @@ def paper_caption(ds: xr.Dataset, phase: str = "analysis",
             else "Background RMSE (the 6-h forecast from the previous analysis)")
     return (f"{what} after a spin-up of {spinup_of(ds, spinup_cycles)} cycles, "
             f"{ds.sizes['seed']} seed(s) pooled: {CONVENTIONS[DEFAULT_CONVENTION]} ± the "
-            f"half-width of its 95 % interval (AR(1)-corrected t). Bold: the lowest in its "
+            f"half-width of its 95 % interval ({_interval_words(ds)}). Bold: the lowest in its "
             f"column; {DAGGER}: not significantly worse than it (the 95 % interval of the paired "
-            f"per-cycle difference includes 0). channel mean: normalised, dimensionless.")
+            f"per-cycle difference, {_interval_words(ds)}, includes 0). channel mean: "
+            f"normalised, dimensionless.")
+
+
+def _same_for_every_seed(numbers: pd.DataFrame) -> list[str]:
+    """The methods whose between-seed interval has zero width in every column (their runs do
+    not depend on the seed, e.g. ``none``, which uses no observations)."""
+    ok = numbers[(numbers["status"] == "ok") & (numbers["interval"] == "seeds")]
+    zero = (ok["ci_high"] == ok["ci_low"]).groupby(ok["method"], sort=False).all()
+    return [str(m) for m in zero.index[zero.to_numpy()]]
 
 
 def paper_notes(ds: xr.Dataset, phase: str = "analysis",
@@ -144,11 +176,17 @@ def paper_notes(ds: xr.Dataset, phase: str = "analysis",
     shown = headline_channels(ds, PAPER_CHANNELS)
     numbers = paper_numbers(ds, phase, spinup_cycles)
     others = numbers[(numbers["status"] == "ok") & ~numbers["best"].astype(bool)]
+    same = _same_for_every_seed(numbers)
     return "\n\n".join(line for line in [
         paper_caption(ds, phase, spinup_cycles).replace("Bold:", "**Bold**:"),
+        interval_note(ds.sizes["seed"], f"The ± and {DAGGER}",
+                      "in the CSV (ar1_low, ar1_high; of the difference with the best: "
+                      "diff_ar1_low, diff_ar1_high)"),
+        f"± 0 ({', '.join(same)}): the run is the same for every seed (it does not depend on "
+        f"the observation draws), so the between-seed interval has zero width." if same else "",
         channel_mean_note(ds) + f" Channels: {', '.join(shown)} of the headline set; "
         "tables/skill.md has all of them.",
-        drift_note(others["diff_phi"], "comparisons with the best"),
+        drift_note(others["diff_phi"], "comparisons with the best", ds.sizes["seed"]),
         convention_note("the CSV has it as root_mean_mse"),
         provenance(ds),
     ] if line)

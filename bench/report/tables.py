@@ -66,7 +66,9 @@ def _paper_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, 
     display = paired.paired_table(ds, spinup)
     files["paired.md"] = render.markdown(display, "Paired differences against the best method",
                                          command, paired.paired_notes(ds, spinup))
-    files["paired.tex"] = f"% {command}\n" + render.styler_latex(display, "lll" + "r" * 7)
+    # the first three columns (density, method, vs best) left, every number right
+    columns = "lll" + "r" * (display.shape[1] - 3)
+    files["paired.tex"] = f"% {command}\n" + render.styler_latex(display, columns)
     files["paired.csv"] = render.csv(paired.paired_numbers(ds, spinup), command)
     return files
 
