@@ -264,7 +264,7 @@ def run_cycles(
     starts = (np.arange(0, settings.cycles, settings.forecast_every)
               if settings.forecast_every else None)
     scores = CellScores(settings.cycles, spec, members, window_hours, starts,
-                        settings.forecast_hours // STEP_HOURS)
+                        settings.forecast_hours // STEP_HOURS, settings.spinup_cycles)
     state = CycleState.start(start)
     bar = tqdm(range(settings.cycles), desc=label or "cycles", unit="cycle", disable=not progress)
     for k in bar:

@@ -6,10 +6,13 @@ metrics.nc. The runner, the tables, the figures and ``bench compare`` read these
 
 metrics.nc — dims ``method`` (str), ``density`` (float, observed fraction of grid points),
 ``seed`` (int), ``cycle`` (int, 0-based), ``phase`` ("background", "analysis"), ``channel``
-(str, e.g. "z500"); coordinates ``valid_time`` (cycle), ``units`` (channel, SI, e.g.
-"m**2 s**-2") and ``norm_std`` (channel, channel units: the world's normalisation std, the scale
-of "normalised" errors such as the divergence test's). Variables (units in brackets; NaN where
-not applicable or after a stop):
+(str, e.g. "z500"), ``innovation_bin`` (float, 42: bin centres of the innovation histograms in
+units of norm_std, −∞ and +∞ for the underflow and overflow bins); coordinates ``valid_time``
+(cycle), ``units`` (channel, SI, e.g. "m**2 s**-2"), ``norm_std`` (channel, channel units: the
+world's normalisation std, the scale of "normalised" errors such as the divergence test's) and
+``innovation_bin_lower``, ``innovation_bin_upper`` (innovation_bin: the bin edges, bins
+[lower, upper); bench/innovations.histogram_bins). Variables (units in brackets; NaN where not
+applicable or after a stop):
 
     rmse               (…, cycle, phase, channel)  latitude-weighted RMSE vs truth [channel units]
     bias               (…, cycle, phase, channel)  latitude-weighted mean of x − truth [channel]
@@ -27,6 +30,10 @@ not applicable or after a stop):
     desroziers_r       (…, cycle, channel)  mean (O − A)(O − B) [channel²]   channel has no
     desroziers_hbh     (…, cycle, channel)  mean (H x_a − H x_b)(O − B) [channel²]  observation)
     obs_error_var      (…, cycle, channel)  mean σ_o² given to the method [channel²]
+    omb_histogram      (…, channel, innovation_bin)  counts of (O − B) / norm_std and of
+    oma_histogram      (…, channel, innovation_bin)  (O − A) / norm_std [1], summed over the
+                                    cycles ≥ the run's spinup_cycles (attribute; fixed at run
+                                    time); their sum over bins is that of obs_count
     analysis_seconds   (…, cycle)   wall time of ``analyse`` [s]
     peak_memory_bytes  (…, cycle)   memory the analysis added [B] (attr peak_memory_kind says how)
     forecast_seconds   (…, cycle)   wall time of the 6-hour forecast after the analysis (every
@@ -67,6 +74,8 @@ PHASES = ("background", "analysis")
 PER_CHANNEL = ("rmse", "bias", "acc", "spread", "crps")
 #: Variables with dims (cycle, channel): observation-space diagnostics (bench/innovations.py).
 PER_OBSERVED_CHANNEL = innovations.NAMES
+#: Histogram counts with dims (channel, innovation_bin), summed over the cycles after spin-up.
+HISTOGRAMS = innovations.HISTOGRAM_NAMES
 #: Free forecasts with dims (forecast_start, lead_hours, channel), by where they start.
 FORECASTS = ("forecast_rmse", "background_forecast_rmse", "truth_forecast_rmse")
 #: Variables with dim (cycle,).
@@ -110,14 +119,17 @@ class CellScores:
     """The records of one (method, density, seed) cell; see the module docstring for names."""
 
     def __init__(self, cycles: int, spec: StateSpec, members: int = 0, window_hours: int = 0,
-                 forecast_starts: np.ndarray | None = None, forecast_leads: int = 0):
-        self.spec, self.cycles = spec, cycles
+                 forecast_starts: np.ndarray | None = None, forecast_leads: int = 0,
+                 spinup_cycles: int = 0):
+        self.spec, self.cycles, self.spinup_cycles = spec, cycles, spinup_cycles
         c = len(spec.channels)
         self.per_channel = {name: np.full((cycles, len(PHASES), c), np.nan)
                             for name in PER_CHANNEL}
         self.per_cycle = {name: np.full(cycles, np.nan) for name in PER_CYCLE}
         self.per_observed_channel = {name: np.full((cycles, c), np.nan)
                                      for name in PER_OBSERVED_CHANNEL}
+        self.histograms = {name: np.zeros((c, innovations.N_BINS), dtype=np.int64)
+                           for name in HISTOGRAMS}
         self.diagnostics: list[dict] = [{} for _ in range(cycles)]
         self.members, self.window_hours = members, window_hours
         self.status, self.stopped_at, self.reason = "ok", -1, ""
@@ -139,9 +151,14 @@ class CellScores:
 
     def score_observations(self, k: int, obs: Observations, x_b: torch.Tensor,
                            x_a: torch.Tensor) -> None:
-        """O − B, O − A and Desroziers statistics of cycle k (bench/innovations.py)."""
+        """O − B, O − A and Desroziers statistics of cycle k, and from the end of the spin-up on
+        its O − B and O − A histograms (bench/innovations.py)."""
         for name, values in innovations.innovation_statistics(obs, x_b, x_a, self.spec).items():
             self.per_observed_channel[name][k] = values
+        if k >= self.spinup_cycles:
+            for name, counts in innovations.innovation_histograms(obs, x_b, x_a,
+                                                                  self.spec).items():
+                self.histograms[name] += counts
 
     def record(self, k: int, **values: float) -> None:
         """Per-cycle numbers (PER_CYCLE names)."""
@@ -160,12 +177,15 @@ class CellScores:
                      .mean())
 
     def dataset(self, times: np.ndarray) -> xr.Dataset:
-        """The cell as a Dataset with dims (cycle, phase, channel); ``times`` (cycles,)."""
+        """The cell as a Dataset with dims (cycle, phase, channel, innovation_bin); ``times``
+        (cycles,)."""
         dims3 = ("cycle", "phase", "channel")
         data = {name: (dims3, v) for name, v in self.per_channel.items()}
         data.update({name: ("cycle", v) for name, v in self.per_cycle.items()})
         data.update({name: (("cycle", "channel"), v)
                      for name, v in self.per_observed_channel.items()})
+        data.update({name: (("channel", "innovation_bin"), v)
+                     for name, v in self.histograms.items()})
         data.update({
             "members": ((), self.members), "window_hours": ((), self.window_hours),
             "status": ((), self.status), "diverged_cycle": ((), self.stopped_at),
@@ -180,6 +200,9 @@ class CellScores:
                   "channel": list(self.spec.names), "valid_time": ("cycle", times),
                   "units": ("channel", [ch.units for ch in self.spec.channels]),
                   "norm_std": ("channel", np.asarray(self.spec.std, dtype=np.float64))}
+        centre, lower, upper = innovations.histogram_bins()
+        coords.update(innovation_bin=centre, innovation_bin_lower=("innovation_bin", lower),
+                      innovation_bin_upper=("innovation_bin", upper))
         if self.forecasts:
             data.update({name: (("forecast_start", "lead_hours", "channel"), v)
                          for name, v in self.forecasts.items()})

@@ -32,6 +32,10 @@ written before they existed):
   σ_b². ``UNOBSERVED`` has no observations (count 0, NaN). ``diag_j_min`` (variational
   methods only) is ½ d_bᵀ (a_b HBHᵀ + a_o R)⁻¹ d_b over every observation of the cycle, so
   2 J_min / n_obs ≈ 1 when the assumptions are right; ``n_obs`` counts the observed channels.
+- ``omb_histogram``, ``oma_histogram``: numpy.histogram of those d_b and d_a over
+  ``norm_std`` with the edges −∞, ``HISTOGRAM_EDGES``, ∞, summed over the cycles
+  ≥ ``SPINUP_CYCLES`` (the diverged cell: up to its diverged cycle); ``before_histograms``
+  drops them (a metrics.nc written after the per-cycle diagnostics but before histograms).
 - Free forecasts at starts ``FORECAST_STARTS``, leads 6..``FORECAST_HOURS`` h: from the truth
   RMSE σ_b · g(L) (g increasing), from the analysis σ_b · g(L + A), from the background
   σ_b · g(L + A + 6) (``none``: + 0), A = ``ANALYSIS_AGE`` hours, each start's three curves
@@ -41,10 +45,13 @@ written before they existed):
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bench.innovations import HISTOGRAM_EDGES, histogram_bins
 from bench.scorer import CELL_DIMS, PHASES
 
 METHODS = ("3dvar", "vaevar", "none", "letkf")
@@ -74,8 +81,12 @@ NEW_VARIABLES = ("spread", "forecast_seconds", "members", "window_hours")
 #: Observation-space diagnostics and free forecasts (``with_diagnostics``).
 OBS_STATISTICS = ("obs_count", "omb_mean", "omb_rms", "oma_mean", "oma_rms", "desroziers_r",
                   "desroziers_hbh", "obs_error_var")
+#: The innovation histograms and their bin coordinates.
+HISTOGRAM_VARIABLES = ("omb_histogram", "oma_histogram", "innovation_bin",
+                       "innovation_bin_lower", "innovation_bin_upper")
 DIAGNOSTIC_VARIABLES = (*OBS_STATISTICS, "diag_j_min", "forecast_rmse",
-                        "background_forecast_rmse", "truth_forecast_rmse", "norm_std")
+                        "background_forecast_rmse", "truth_forecast_rmse", "norm_std",
+                        *HISTOGRAM_VARIABLES)
 #: σ_o / σ_b of every channel.
 OBS_ERROR_FRACTION = 0.5
 #: The channel without observations.
@@ -193,6 +204,11 @@ def before_diagnostics(ds: xr.Dataset) -> xr.Dataset:
     return ds.drop_vars([v for v in DIAGNOSTIC_VARIABLES if v in ds.variables])
 
 
+def before_histograms(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` as a metrics.nc with the per-cycle diagnostics but without the histograms."""
+    return ds.drop_vars([v for v in HISTOGRAM_VARIABLES if v in ds.variables])
+
+
 def with_diagnostics(ds: xr.Dataset, seed: int = 0) -> xr.Dataset:
     """``ds`` with the observation-space diagnostics, ``diag_j_min``, free forecasts and
     ``norm_std`` of the module docstring (its own random stream: ``ds``'s numbers stay)."""
@@ -207,6 +223,10 @@ def with_diagnostics(ds: xr.Dataset, seed: int = 0) -> xr.Dataset:
     stats = {name: np.full(shape, np.nan) for name in OBS_STATISTICS}
     stats["obs_count"] = np.where(observed, n_points[..., None], 0).astype(float)
     j_min = np.full(n_points.shape, np.nan)
+    norm_std = NORM_STD_FACTOR * sigma_b
+    edges = np.concatenate([[-np.inf], HISTOGRAM_EDGES, [np.inf]])
+    histograms = {name: np.zeros((*n_points.shape[:3], len(CHANNELS), len(edges) - 1),
+                                 dtype=np.int64) for name in ("omb_histogram", "oma_histogram")}
     for j, s, k in np.ndindex(*n_points.shape[1:]):
         n = int(n_points[0, j, s, k])
         eps_o = rng.normal(size=(len(CHANNELS), n)) * sigma_o[:, None]
@@ -221,6 +241,13 @@ def with_diagnostics(ds: xr.Dataset, seed: int = 0) -> xr.Dataset:
                              ("desroziers_hbh", (d_ab * d_b).mean(-1)),
                              ("obs_error_var", a_o * sigma_o[observed] ** 2)):
             stats[name][cell] = values
+        for i, (name, d) in itertools.product(range(len(METHODS)),
+                                              (("omb_histogram", d_b), ("oma_histogram", d_a))):
+            if k < SPINUP_CYCLES or ((i, j, s) == _diverged_index() and k > DIVERGED["cycle"]):
+                continue
+            for c, values in zip(np.flatnonzero(observed), d[i] / norm_std[observed, None],
+                                 strict=True):
+                histograms[name][i, j, s, c] += np.histogram(values, edges)[0]
         total = (a_b * sigma_b**2 + a_o * sigma_o**2)[:, observed, None]
         j_min[:, j, s, k] = 0.5 * (d_b**2 / total).sum(axis=(1, 2))
     variational = np.array([m in VARIATIONAL for m in METHODS])
@@ -232,7 +259,13 @@ def with_diagnostics(ds: xr.Dataset, seed: int = 0) -> xr.Dataset:
     out = ds.assign({name: ((*dims, "channel"), v) for name, v in stats.items()})
     out = out.assign(diag_j_min=(dims, j_min),
                      n_obs=(dims, n_points * int(observed.sum())))
-    out = out.assign_coords(norm_std=("channel", NORM_STD_FACTOR * sigma_b))
+    out = out.assign_coords(norm_std=("channel", norm_std))
+    centre, lower, upper = histogram_bins()
+    out = out.assign_coords(innovation_bin=centre,
+                            innovation_bin_lower=("innovation_bin", lower),
+                            innovation_bin_upper=("innovation_bin", upper))
+    out = out.assign({name: ((*CELL_DIMS, "channel", "innovation_bin"), v)
+                      for name, v in histograms.items()})
     return out.assign(_forecasts(rng, sigma_b, out))
 
 

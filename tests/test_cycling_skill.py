@@ -25,9 +25,12 @@ def built_in():
 
 def _cycled(cfg, s, name: str, density: float) -> np.ndarray:
     """Analysis RMSE after spin-up, (cycles, C) in physical units."""
-    analyser = fit_and_load(s, build_method(cfg, name, seed=0), progress=False)
+    method = build_method(cfg, name, seed=0)
+    analyser = fit_and_load(s, method, progress=False)
+    # A 4D method's window comes from the method, as bench/runner.py hands it on.
     result = run_cycles(analyser, s.model, s.truth, s.start, ObservationSettings(density=density),
-                        cfg.cycle, s.climatology, progress=False)
+                        cfg.cycle, s.climatology, window_hours=method.window_hours,
+                        progress=False)
     assert result.status == "ok", f"{name} at {density}: {result.reason}"
     return result.per_channel["rmse"][cfg.cycle.spinup_cycles:, 1]
 

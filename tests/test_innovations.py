@@ -6,8 +6,17 @@ import torch
 from forecast_fixtures import small_spec
 
 from bench.config import ObservationSettings
-from bench.innovations import NAMES, innovation_statistics
+from bench.innovations import (
+    HISTOGRAM_EDGES,
+    HISTOGRAM_NAMES,
+    N_BINS,
+    NAMES,
+    histogram_bins,
+    innovation_histograms,
+    innovation_statistics,
+)
 from bench.observations import observe
+from bench.scorer import CellScores
 
 SPEC = small_spec()
 
@@ -67,6 +76,60 @@ def test_no_observations_give_nan_and_zero_count():
     assert stats["obs_count"][SPEC.index("t850")] > 0
 
 
+def _analysis(seed: int, error: float = 0.8):
+    """Truth, a background with an error large enough to fill the outer bins, an analysis
+    halfway, and the observations of the truth."""
+    g = torch.Generator().manual_seed(seed)
+    truth = torch.randn(SPEC.shape, generator=g)
+    x_b = truth + error * torch.randn(SPEC.shape, generator=g)
+    obs = observe(truth, SPEC, ObservationSettings(density=0.3, noise_fraction=0.1), cycle=seed)
+    return obs, x_b, 0.5 * (x_b + truth)
+
+
+def test_histograms_equal_numpy_histogram_of_the_normalised_innovations():
+    obs, x_b, x_a = _analysis(0)
+    counts = innovation_histograms(obs, x_b, x_a, SPEC)
+    stats = innovation_statistics(obs, x_b, x_a, SPEC)
+    edges = np.concatenate([[-np.inf], HISTOGRAM_EDGES, [np.inf]])
+    y = obs.values.double().numpy()
+    for name, x in (("omb_histogram", x_b), ("oma_histogram", x_a)):
+        assert counts[name].shape == (len(SPEC.channels), N_BINS)
+        d = y - obs.operator(x.double()).numpy()  # normalised: (y − H x) · std_c / std_c
+        for c in range(len(SPEC.channels)):
+            pick = (obs.channel == c).numpy()
+            np.testing.assert_array_equal(counts[name][c], np.histogram(d[pick], edges)[0])
+        np.testing.assert_array_equal(counts[name].sum(1), stats["obs_count"])
+    assert counts["omb_histogram"][:, 0].sum() > 0 and counts["omb_histogram"][:, -1].sum() > 0
+    centre, lower, upper = histogram_bins()
+    assert len(centre) == N_BINS == 42 and np.isneginf(centre[0]) and np.isposinf(centre[-1])
+    np.testing.assert_array_equal(lower[1:], upper[:-1])
+    np.testing.assert_allclose(centre[1:-1], 0.5 * (lower[1:-1] + upper[1:-1]))
+    # a channel without observations: zeros
+    only_t = observe(x_b, SPEC, ObservationSettings(density=0.2, channels=("t850",)), cycle=0)
+    counts = innovation_histograms(only_t, x_b, x_a, SPEC)["omb_histogram"]
+    assert counts[SPEC.index("z500")].sum() == 0
+    assert counts[SPEC.index("t850")].sum() == len(only_t)
+
+
+def test_scorer_sums_histograms_of_the_cycles_after_spinup():
+    scores = CellScores(5, SPEC, spinup_cycles=2)
+    expected = {name: 0 for name in HISTOGRAM_NAMES}
+    for k in range(5):
+        obs, x_b, x_a = _analysis(10 + k)
+        scores.score_observations(k, obs, x_b, x_a)
+        if k >= 2:
+            for name, counts in innovation_histograms(obs, x_b, x_a, SPEC).items():
+                expected[name] = expected[name] + counts
+    times = np.datetime64("2001-01-01", "ns") + np.arange(5) * np.timedelta64(6, "h")
+    ds = scores.dataset(times)
+    n = scores.per_observed_channel["obs_count"]
+    for name in HISTOGRAM_NAMES:
+        assert ds[name].dims == ("channel", "innovation_bin")
+        np.testing.assert_array_equal(ds[name].values, expected[name])
+        np.testing.assert_array_equal(ds[name].sum("innovation_bin").values, n[2:].sum(0))
+    assert ds["innovation_bin_upper"].values[-1] == np.inf
+
+
 def test_free_forecasts_from_truth_are_exact_with_the_exact_model(tmp_path):
     """With the advection model that made the world, the truth-started forecast has zero
     error at every lead; the analysis- and background-started ones do not."""
@@ -92,3 +155,11 @@ def test_free_forecasts_from_truth_are_exact_with_the_exact_model(tmp_path):
     assert (f["forecast_rmse"] > 1e-3).all() and (f["background_forecast_rmse"] > 1e-3).all()
     # no assimilation: the analysis is the background, so both forecasts are the same
     np.testing.assert_allclose(f["forecast_rmse"], f["background_forecast_rmse"])
+    # the cycle hands the run's spin-up to the scorer: histograms of cycles ≥ 3 only
+    settings = CycleSettings(days=2, first_lead_hours=12, spinup_cycles=3)
+    result = run_cycles(NoAssimilation(), model, truth, start, ObservationSettings(density=0.1),
+                        settings, traj.mean(0), progress=False)
+    n = result.per_observed_channel["obs_count"][3:].sum(0)
+    np.testing.assert_array_equal(result.histograms["omb_histogram"].sum(1), n)
+    np.testing.assert_array_equal(result.histograms["oma_histogram"],
+                                  result.histograms["omb_histogram"])

@@ -21,7 +21,7 @@ from bench.cli.flags import (
     flag_message,
     settings_from_args,
 )
-from bench.cli.parser import build_parser
+from bench.cli.parser import parse_command_line
 from bench.report.tables import HEADLINE
 from bench.validation import ConfigError
 
@@ -291,22 +291,38 @@ def _cmd_timing(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_presets(args: argparse.Namespace) -> int:
+    """Each preset of ``run --preset`` and the flags it stands for."""
+    from bench.cli.flags import RUN
+    from bench.cli.presets import list_presets, presets_dir
+
+    presets = list_presets(RUN)
+    print(f"presets of `python -m bench run --preset NAME` ({presets_dir()}); a flag given on "
+          "the command line overrides the preset's value:")
+    for preset in presets.values():
+        print(f"{preset.name}: {preset.description}")
+        print(f"    = {preset.command_line()}")
+    return 0
+
+
 #: handler name (cli/parser.py's ``handler=…``) -> the function that runs it
 COMMANDS = {
     "worlds": _cmd_worlds, "prepare": _cmd_prepare, "train": _cmd_train,
     "samples": _cmd_samples, "run": _cmd_run, "single_obs": cmd_single_obs,
     "tables": _cmd_tables, "compare": _cmd_compare, "timing": _cmd_timing,
-    "methods": _cmd_methods, "check": cmd_check,
+    "methods": _cmd_methods, "check": cmd_check, "presets": _cmd_presets,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((a for a in argv if not a.startswith("-")), "")
     try:
-        args = build_parser(command).parse_args(argv)
+        args = parse_command_line(argv)
     except SystemExit as done:  # --help, or argparse's own one-line error: an exit code too
         return int(done.code or 0)
+    except UsageError as err:  # an unknown preset, or a bad preset file
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
     try:
         return COMMANDS[args.handler](args)
     except ConfigError as err:  # raised anywhere (config, runner, cycle): named as its flag

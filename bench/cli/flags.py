@@ -279,8 +279,17 @@ def _typed(field: str, value, args: argparse.Namespace) -> str:
     field = PER_CELL.get(field, field)
     for flag in getattr(args, "flags", ()):
         if flag.field == field:
-            return flag.name if flag.hint is bool else f"{flag.name} {show(value)}"
+            text = flag.name if flag.hint is bool else f"{flag.name} {show(value)}"
+            return text + _from_preset(flag, args)
     return f"{field} {show(value)}"  # no flag of this command sets it: the dotted field
+
+
+def _from_preset(flag: Flag, args: argparse.Namespace) -> str:
+    """`` (--preset NAME)`` when the flag's value is the preset's (bench/cli/presets.py)."""
+    preset = getattr(args, "preset_values", None) or {}
+    if flag.dest in preset and getattr(args, flag.dest, None) == preset[flag.dest]:
+        return f" (--preset {args.preset})"
+    return ""
 
 
 def _typed_set(field: str, value, args: argparse.Namespace) -> str:

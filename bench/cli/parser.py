@@ -5,6 +5,10 @@ types and checks from the dataclasses); the few that are not config — where to
 to resume, how quiet to be — are plain argparse flags here. Each subparser names its handler
 (``handler=…``) and its table (``flags=…``), which the commands read their settings from and
 errors are translated with.
+
+``run --preset NAME`` (bench/cli/presets.py) is read in two passes (``parse_command_line``):
+the first finds the name, the second parses again with the preset's flags as the defaults, so
+a flag on the command line overrides the preset's value.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from bench.cli.flags import (
     THREADS,
     WORLD,
     Flag,
+    UsageError,
 )
+from bench.cli.presets import PRESET_FLAG, Preset, list_presets, load_preset, merge_set
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -98,6 +104,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
     "timing": ("time one analysis per method (random weights, any grid)", "timing",
                _timing_flags),
     "methods": ("list the registered methods and their settings", "methods", ()),
+    "presets": ("list the presets of `run --preset` (named groups of flags) and their flags",
+                "presets", ()),
 }
 
 #: commands whose default flags differ from the config's on purpose (tests/test_cli.py)
@@ -105,9 +113,10 @@ OWN_DEFAULTS = {"single-obs": {"--methods"}, "check": {"--methods", "--density"}
                 "timing": {"--threads"}}
 
 
-def build_parser(command: str | None = None) -> OneLineParser:
+def build_parser(command: str | None = None, preset: Preset | None = None) -> OneLineParser:
     """The parser; with ``command``, only that command's flags are built (``timing``'s table
-    imports every method), the others are listed by name. None builds them all."""
+    imports every method), the others are listed by name. None builds them all. ``preset``
+    (``run`` only): its flags become the defaults of ``run``'s."""
     parser = OneLineParser(
         prog="python -m bench",
         description="assimbench: compare data-assimilation methods on identical forecast cycles.",
@@ -123,7 +132,50 @@ def build_parser(command: str | None = None) -> OneLineParser:
             flag.add_to(p)
         p.set_defaults(flags=flags)
         _plain_flags(name, p)
+        if preset is not None and name == "run":
+            p.set_defaults(**_preset_defaults(preset, flags))
     return parser
+
+
+def _preset_defaults(preset: Preset, flags: Sequence[Flag]) -> dict:
+    """argparse defaults (dest -> value as if typed) of a preset's flags; ``--set`` is merged
+    after parsing (``parse_command_line``), item by item."""
+    by_name = {f.name: f for f in flags}
+    return {by_name[name].dest: preset.text(name) for name in preset.flags if name != "--set"}
+
+
+def parse_command_line(argv: Sequence[str]) -> argparse.Namespace:
+    """The namespace of a command line, a preset's flags in where none was typed.
+
+    Sets ``args.preset_values`` ({dest: the preset's value}, empty without a preset) for
+    error messages to say where a value came from. Raises SystemExit (``--help``, argparse's
+    own one-line errors) and UsageError (an unknown preset, a bad preset file)."""
+    argv = list(argv)
+    command = next((a for a in argv if not a.startswith("-")), "")
+    args = build_parser(command).parse_args(argv)
+    args.preset_values = {}
+    name = getattr(args, "preset", None)
+    if name is None:
+        return args
+    preset = load_preset(name, args.flags)
+    args = build_parser(command, preset).parse_args(argv)
+    args.preset_values = _preset_defaults(preset, args.flags)
+    if "--set" in preset.flags:
+        args.set = merge_set(preset.flags["--set"], args.set)
+    return args
+
+
+def _preset_help(flags: Sequence[Flag]) -> str:
+    """``--preset``'s help: each preset and its flags (argparse's %% escaped)."""
+    try:
+        presets = list_presets(flags)
+    except UsageError as err:
+        listed = f"none readable: {err}"
+    else:
+        listed = "; ".join(f"{p.name} = {p.command_line()}" for p in presets.values())
+    text = ("a named group of flags (presets/NAME.toml, listed by `python -m bench presets`); "
+            f"a flag given here overrides the preset's value. Presets: {listed}")
+    return text.replace("%", "%%")
 
 
 def _plain_flags(name: str, p: argparse.ArgumentParser) -> None:
@@ -145,6 +197,8 @@ def _plain_flags(name: str, p: argparse.ArgumentParser) -> None:
     if name in out:
         p.add_argument("--out", default=out[name], help=f"output folder (default: {out[name]})")
     if name == "run":
+        p.add_argument(PRESET_FLAG, default=None, metavar="NAME",
+                       help=_preset_help(p.get_default("flags")))
         p.add_argument("--resume", action="store_true", help="continue an interrupted run")
         p.add_argument("--executor", default="local", choices=("local", "dask"),
                        help="where cells run: local (this process) or dask (a Dask cluster)")

@@ -18,9 +18,10 @@ observations too much (its R is too small, or its B too large); O − A rms near
 the analysis barely moved towards the observations. A negative pooled mean product has no
 square root ("n/a"; the CSV keeps the means).
 
-Only these per-cycle aggregates are stored: the individual innovations are not, so histograms
-of O − B are not possible from metrics.nc; the figure (bench/report/diagnostic_plots.py) shows
-O − B and O − A rms against cycle instead. Headline channels without observations are left
+The individual innovations are not stored; besides these per-cycle aggregates, newer metrics.nc
+files keep histograms of O − B and O − A (``omb_histogram``, ``oma_histogram``, summed over the
+cycles after the run's spin-up), drawn with O − B and O − A rms against cycle by
+bench/report/diagnostic_plots.py. Headline channels without observations are left
 out (named in the notes); a metrics.nc without the variables (written before them) gets no
 diagnostics table. A cell that diverged for any seed has no numbers, as in the skill table.
 """
@@ -31,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bench.report.diagnostic_plots import has_histograms
 from bench.report.formatting import (
     NOT_APPLICABLE,
     channel_label,
@@ -187,11 +189,21 @@ def diagnostics_notes(ds: xr.Dataset, spinup_cycles: int | None = None, channels
         f"χ²/N = Σ 2 J_min / Σ n_obs over the same cycles, for methods that report J at the "
         f"analysis (diag_j_min; ≈ 1 when B and R are right; {NOT_APPLICABLE}: not reported), "
         f"one number per method and density.",
-        "Only per-cycle aggregates are stored (no histograms of individual innovations); "
-        "figures/innovations_*.png show O−B and O−A rms against cycle.",
+        histograms_note(ds),
     ]
     if unobserved:
         lines.append(f"No observations of {', '.join(unobserved)}: left out.")
     lines.append(provenance(ds))
     return "\n\n".join(lines)
 
+
+
+def histograms_note(ds: xr.Dataset) -> str:
+    """Where the distributions are drawn (the old wording for files without histograms)."""
+    if not has_histograms(ds):
+        return ("Only per-cycle aggregates are stored (no histograms of individual innovations); "
+                "figures/innovations_*.png show O−B and O−A rms against cycle.")
+    return (f"figures/innovations_*.png show O−B and O−A rms against cycle; "
+            f"figures/innovation_histogram_*.png their histograms, summed over the cycles ≥ "
+            f"{int(ds.attrs.get('spinup_cycles', 0))} (the run's spin-up) of every seed, with "
+            f"N(0, σ_o² given) for reference.")

@@ -1,5 +1,6 @@
 """Results -> figures (seaborn on matplotlib): RMSE over cycles, RMSE vs density, time per analysis
-(here), and O − B / O − A over cycles and forecast RMSE vs lead (bench/report/diagnostic_plots.py).
+(here), and O − B / O − A over cycles, their histograms and forecast RMSE vs lead
+(bench/report/diagnostic_plots.py).
 
 Like the tables, figures are functions of the metrics Dataset alone (DESIGN.md §6). Each plotting
 function draws on a fresh ``matplotlib.figure.Figure`` (not pyplot, so no global figure list
@@ -20,7 +21,12 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from bench import store
-from bench.report.diagnostic_plots import forecast_rmse_vs_lead, innovations_over_cycles
+from bench.report.diagnostic_plots import (
+    forecast_rmse_vs_lead,
+    has_histograms,
+    innovation_histogram,
+    innovations_over_cycles,
+)
 from bench.report.diagnostics import has_diagnostics, observed_channels
 from bench.report.figure_style import (
     LOG_SPREAD,
@@ -175,8 +181,8 @@ def figure_names(ds: xr.Dataset) -> dict[str, tuple]:
     ``rmse_cycles_<channel>_density<d>.png`` per headline channel and density,
     ``rmse_density_<channel>.png`` per headline channel, ``time_per_analysis.png``, and when
     the metrics have them (bench/report/diagnostic_plots.py) ``innovations_<channel>_density<d>
-    .png`` per observed headline channel and ``forecast_lead_<channel>_density<d>.png`` for the
-    forecast-impact channels."""
+    .png`` and ``innovation_histogram_<channel>_density<d>.png`` per observed headline channel
+    and ``forecast_lead_<channel>_density<d>.png`` for the forecast-impact channels."""
     figures: dict[str, tuple] = {}
     densities = [float(d) for d in ds["density"].values]
     for channel in headline_channels(ds):
@@ -190,6 +196,11 @@ def figure_names(ds: xr.Dataset) -> dict[str, tuple]:
             for density in densities:
                 figures[_per_density(figures, "innovations", channel, density)] = (
                     innovations_over_cycles, (channel, density))
+    if has_diagnostics(ds) and has_histograms(ds):
+        for channel in observed_channels(ds)[0]:
+            for density in densities:
+                figures[_per_density(figures, "innovation_histogram", channel, density)] = (
+                    innovation_histogram, (channel, density))
     if has_forecasts(ds):
         for channel in headline_channels(ds, IMPACT_CHANNELS):
             for density in densities:
