@@ -15,6 +15,8 @@ import typing
 
 import numpy as np
 
+from bench.obs_regime import DensityRequest
+from bench.periods import PeriodSettings
 from bench.state import StateSpec
 from bench.validation import check, check_list, is_int, is_number, nested
 
@@ -28,6 +30,8 @@ FORECAST_KINDS = ("emulator", "fengwu")
 DEVICES = ("auto", "cpu", "cuda")
 #: Hours between the frames of every world and between forecast-model steps.
 STEP_HOURS = 6
+#: config.json's key of the observed columns and spacing of each density (RunConfig.to_json)
+REGIMES_KEY = "observation_regimes"
 
 
 # ----------------------------------------------------------------------------- settings
@@ -256,6 +260,8 @@ class RunConfig:
         forecast: the forecast model.
         methods: registered method names.
         densities: observation densities, fractions of grid points in (0, 1].
+        density_request: the columns or spacings the densities were asked as (``--columns``,
+            ``--spacing-km``; empty when they were given as densities).
         seeds: run seeds (observations, stochastic methods, the initial ensemble).
         observations: the observation protocol; each cell sets its density and seed.
         cycle: the cycling protocol.
@@ -264,6 +270,10 @@ class RunConfig:
         threads: torch threads on CPU.
         method_settings: non-default hyper-parameters per method, {method: {field: value}}
             (``--set vaevar.lam=40000``); every cell of that method uses them.
+        periods: the world's train / valid / test periods (None each: the card's).
+        normalisation: where the world's normalisation statistics come from (file paths, or
+            the store's statistics over the training period); not a setting: a run fills it in
+            (bench/setup.py ``resolved_config``) so that config.json records it.
     """
 
     world: str = "heldsuarez-5.625"
@@ -271,6 +281,7 @@ class RunConfig:
     forecast: ForecastSettings = ForecastSettings()
     methods: tuple[str, ...] = ("none",)
     densities: tuple[float, ...] = (0.01,)
+    density_request: DensityRequest = DensityRequest()
     seeds: tuple[int, ...] = (0,)
     observations: ObservationSettings = ObservationSettings()
     cycle: CycleSettings = CycleSettings()
@@ -278,6 +289,8 @@ class RunConfig:
     device: str = "auto"
     threads: int = 2
     method_settings: dict = dataclasses.field(default_factory=dict)
+    periods: PeriodSettings = PeriodSettings()
+    normalisation: str | None = None
 
     def __post_init__(self):
         for name in ("methods", "densities", "seeds"):  # None (a flag left out): empty
@@ -288,6 +301,10 @@ class RunConfig:
               "fractions of grid points in (0, 1], e.g. 0.01,0.05")
         check_list("seeds", self.seeds, lambda s: is_int(s) and s >= 0,
               "non-negative integers, e.g. 0,1,2")
+        asked = self.density_request.columns or self.density_request.spacing_km
+        if asked is not None:  # the CLI converts each item into one density
+            check("densities", self.densities, len(asked) == len(self.densities),
+                  f"one density per item of density_request ({len(asked)})")
         check("device", self.device, self.device in DEVICES, f"one of {', '.join(DEVICES)}")
         check("threads", self.threads, is_int(self.threads) and self.threads >= 1,
               "an integer >= 1")
@@ -310,16 +327,25 @@ class RunConfig:
         d = dataclasses.asdict(self)
         for per_cell in ("density", "seed"):  # set per cell from densities and seeds
             d["observations"].pop(per_cell)
+        if not self.density_request.asked:  # densities typed as such: config.json as before
+            d.pop("density_request")
         return d
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=1, sort_keys=True)
+    def to_json(self, regimes: list[dict] | None = None) -> str:
+        """The config as JSON; ``regimes`` (bench/obs_regime.regimes: per density, its observed
+        columns and mean spacing on the world's grid) is added as ``observation_regimes`` for
+        the reader: it is derived from the grid, so ``from_dict`` drops it."""
+        d = self.to_dict()
+        if regimes is not None:
+            d[REGIMES_KEY] = regimes
+        return json.dumps(d, indent=1, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
         """The config of a config.json, including the flat layout of earlier versions (their
         obs_sampling / obs_noise / obs_redraw fields become ``observations``)."""
         d = dict(d)
+        d.pop(REGIMES_KEY, None)  # derived from the grid (to_json), not a setting
         obs = dict(d.pop("observations", {}))
         for old, new in (("obs_sampling", "sampling"), ("obs_noise", "noise_fraction"),
                          ("obs_redraw", "redraw")):

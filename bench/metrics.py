@@ -90,3 +90,21 @@ def crps_fair(members: torch.Tensor, truth: torch.Tensor, lat_weights) -> torch.
     pairs = 2.0 * ((2 * k - n - 1).reshape(n, *([1] * truth.ndim)) * ordered).sum(dim=0)
     crps = skill - pairs / (2.0 * n * (n - 1))
     return (_weights(lat_weights, crps) * crps).mean(dim=(-2, -1))
+
+
+def rank_histogram(members: torch.Tensor, truth: torch.Tensor, lat_weights) -> torch.Tensor:
+    """Area fraction of the truth's rank among the members: members (N, C, H, W), truth
+    (C, H, W) -> (C, N + 1), each row summing to 1.
+
+    rank r(h, w) = #{i : x_i(h, w) < y(h, w)} ∈ {0, …, N} (Anderson 1996; Hamill 2001), and
+    hist_c[r] = mean_{h,w} w_h 1[r(h, w) = r] — latitude-weighted, so a reliable ensemble gives
+    1 / (N + 1) in every rank whatever the grid (an unweighted count over-weights the poles of a
+    regular grid). Ties (x_i = y, measure zero for continuous fields) count as "not below".
+    """
+    n = members.shape[0]
+    if n < 1:
+        raise ValueError(f"a rank histogram needs at least 1 member, got {n}")
+    rank = (members < truth[None]).sum(dim=0)  # (C, H, W) in 0 … N
+    onehot = torch.nn.functional.one_hot(rank, n + 1).to(truth.dtype)  # (C, H, W, N + 1)
+    w = _weights(lat_weights, truth)[..., None]  # (H, 1, 1)
+    return (w * onehot).mean(dim=(-3, -2))

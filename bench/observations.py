@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from bench.config import ObservationSettings
+from bench.obs_regime import columns_for_density
 from bench.state import StateSpec
 from methods.base import Observations
 
@@ -80,7 +81,7 @@ def observe(
                                  cycle if settings.redraw else 0)
     _, noise_rng = observation_rng(settings.seed, settings.density, cycle)
     if settings.sampling == "columns":
-        n = max(1, round(settings.density * npts))
+        n = columns_for_density(settings.density, npts)  # the tables' count too
         # sorted: the order of a draw without replacement carries no information
         points = np.sort(loc_rng.choice(npts, size=n, replace=False, shuffle=False))
         channel = np.repeat(chans, n)

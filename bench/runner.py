@@ -21,21 +21,33 @@ bench/setup.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
 import traceback
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
-from bench import scorer, store
+from bench import obs_regime, scorer, store
 from bench.config import RunConfig, differences
 from bench.cycle import run_cycles
+from bench.obs_regime import ObservationGrid
 from bench.scorer import CellScores
-from bench.setup import Setup, build_method, fit_and_load, initial_ensemble, open_world, setup
+from bench.setup import (
+    Setup,
+    build_method,
+    fit_and_load,
+    initial_ensemble,
+    open_world,
+    resolved_config,
+    setup,
+)
 from bench.timing import device_name
 from bench.validation import ConfigError
+from bench.worlds import UnknownWorldError, card_grid
 
 CellKey = tuple[str, float, int]
 
@@ -60,17 +72,18 @@ def cell_path(out: str | Path, key: CellKey) -> Path:
 # ----------------------------------------------------------------------------- before starting
 def preflight(cfg: RunConfig) -> None:
     """Every check that needs no computation, so bad input fails before anything is written
-    or built: the methods and their settings, the world's card, FengWu's files."""
+    or built: the methods and their settings, FengWu's files, the world's card and the
+    metadata of its data (an ERA5 store: variables, levels, grid, the periods)."""
     for name in cfg.methods:
         for seed in cfg.seeds:
             build_method(cfg, name, seed)
-    open_world(cfg)
-    if cfg.forecast.kind == "fengwu":
+    if cfg.forecast.kind == "fengwu":  # before the world, which normalises with two of them
         for field in ("fengwu_onnx", "fengwu_mean", "fengwu_std"):
             value = getattr(cfg.forecast, field)
             if not Path(value).is_file():
                 raise ConfigError(f"forecast.{field}", value,
                                   "an existing file of FengWu's release; point it at the release")
+    open_world(cfg).check()
 
 
 def check_output(out: Path, cfg: RunConfig, resume: bool) -> None:
@@ -80,7 +93,7 @@ def check_output(out: Path, cfg: RunConfig, resume: bool) -> None:
         if not resume:
             raise RunError(
                 f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        old = RunConfig.from_dict(json.loads(saved.read_text())).to_dict()
+        old = _recorded(RunConfig.from_dict(json.loads(saved.read_text())), cfg).to_dict()
         diff = differences(old, cfg.to_dict())
         if diff:
             raise RunError(f"cannot resume {out}: the config differs in {'; '.join(diff)}")
@@ -92,9 +105,36 @@ def check_output(out: Path, cfg: RunConfig, resume: bool) -> None:
                        f"choose another folder")
 
 
+def _recorded(old: RunConfig, new: RunConfig) -> RunConfig:
+    """``old`` with what a config.json of an earlier version did not record (the periods, the
+    normalisation: None) taken from ``new``, so such a run can still be resumed."""
+    periods = {k: v if v is not None else getattr(new.periods, k)
+               for k, v in dataclasses.asdict(old.periods).items()}
+    return dataclasses.replace(old, periods=dataclasses.replace(old.periods, **periods),
+                               normalisation=old.normalisation or new.normalisation)
+
+
+def _regimes(cfg: RunConfig, info: dict[str, str]) -> list[dict] | None:
+    """Each density's observed columns and mean spacing (bench/obs_regime.py) on the world's
+    grid: the Setup's (``describe``'s ``obs_grid``, wherever it ran), else the card's; None
+    when neither is known."""
+    if "obs_grid" in info:
+        lat, nlon = json.loads(info["obs_grid"])
+        grid = ObservationGrid(np.asarray(lat), nlon, cfg.world)
+    else:
+        try:
+            grid = card_grid(cfg.world)
+        except ValueError:
+            return None
+    return obs_regime.regimes(grid, cfg.densities, cfg.observations.sampling)
+
+
 def describe(s: Setup) -> dict[str, str]:
-    """What metrics.nc's attributes say about where the cells ran (plain strings: picklable)."""
-    return {"device": device_name(s.device), "device_type": s.device.type, "model": s.model_key}
+    """What metrics.nc's attributes say about where the cells ran (plain strings: picklable),
+    and the world's grid as JSON [lat, nlon] (``obs_grid``: the observation regimes)."""
+    spec = s.world.spec
+    return {"device": device_name(s.device), "device_type": s.device.type, "model": s.model_key,
+            "obs_grid": json.dumps([[float(v) for v in spec.lat], int(spec.lon.size)])}
 
 
 # ----------------------------------------------------------------------------- the grid
@@ -110,6 +150,13 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     after another. Either way this process merges the cell files into metrics.nc.
     """
     out = Path(out)
+    if prepared is None:  # the periods and the normalisation source, recorded in config.json
+        try:
+            cfg = resolved_config(cfg)
+        except UnknownWorldError:
+            # no card: an executor's own Setup factory (a test's synthetic world); the CLI's
+            # preflight has refused unknown worlds before this
+            pass
     check_output(out, cfg, resume)
     log = out / "log.txt"
     if executor is None:
@@ -117,7 +164,8 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
         info = describe(s)
     else:
         info = executor.start(cfg, progress)
-    store.write_json(out / "config.json", cfg.to_json())
+    regimes = _regimes(cfg, info)
+    store.write_json(out / "config.json", cfg.to_json(regimes))
     store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start: {command}")
     if executor is None and s.stage_seconds:
         store.append_log(log, "setup: " + ", ".join(
@@ -140,16 +188,25 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
         info["device"] = ", ".join(sorted({info["device"], *devices}))
     attrs = {
         "device": info["device"], "world": cfg.world, "model": info["model"],
-        "spinup_cycles": cfg.cycle.spinup_cycles, "command": command, "config": cfg.to_json(),
+        # the table captions name the years and the normalisation (report/render.provenance)
+        **{k: v for k, v in (("periods", _periods_text(cfg)),
+                             ("normalisation", cfg.normalisation)) if v},
+        "spinup_cycles": cfg.cycle.spinup_cycles, "command": command,
+        "config": cfg.to_json(regimes),
         "peak_memory_kind": ("increase of torch.cuda.max_memory_allocated during analyse()"
                              if info["device_type"] == "cuda" else
                              "increase of the process RSS during analyse(), sampled every 1 ms"),
     }
-    ds = scorer.merge(cells, cfg.methods, cfg.densities, cfg.seeds, attrs)
+    ds = scorer.merge(cells, cfg.methods, cfg.densities, cfg.seeds, attrs, regimes)
     store.write_dataset(ds, out / "metrics.nc")
     store.write_csv(scorer.timing_frame(ds), out / "timing.csv", command)
     store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} done: {len(cells)} cells")
     return ds
+
+
+def _periods_text(cfg: RunConfig) -> str:
+    """"train A..B, valid C..D, test E..F" of the periods recorded in ``cfg`` ("" if none)."""
+    return ", ".join(f"{k} {v}" for k, v in cfg.periods.given().items())
 
 
 def run_cell(cfg: RunConfig, s: Setup, out: str | Path, key: CellKey,

@@ -11,8 +11,11 @@ units of norm_std, −∞ and +∞ for the underflow and overflow bins); coordin
 (cycle), ``units`` (channel, SI, e.g. "m**2 s**-2"), ``norm_std`` (channel, channel units: the
 world's normalisation std, the scale of "normalised" errors such as the divergence test's) and
 ``innovation_bin_lower``, ``innovation_bin_upper`` (innovation_bin: the bin edges, bins
-[lower, upper); bench/innovations.histogram_bins). Variables (units in brackets; NaN where not
-applicable or after a stop):
+[lower, upper); bench/innovations.histogram_bins), ``obs_columns`` (density: observed columns
+per cycle; "elements" sampling: the equivalent elements / observed channels) and
+``obs_spacing_km`` (density, km: their expected mean spacing on the world's grid; both
+bench/obs_regime.py, absent from files written before them). Variables (units in brackets;
+NaN where not applicable or after a stop):
 
     rmse               (…, cycle, phase, channel)  latitude-weighted RMSE vs truth [channel units]
     bias               (…, cycle, phase, channel)  latitude-weighted mean of x − truth [channel]
@@ -24,6 +27,11 @@ applicable or after a stop):
     crps               (…, cycle, phase, channel)  latitude-weighted fair CRPS of the members
                                                     (bench/metrics.crps_fair) [channel]; NaN for
                                                     deterministic methods
+    rank_histogram     (…, phase, channel, rank)  area fraction of the truth's rank among the
+                                    members (bench/metrics.rank_histogram), mean over the
+                                    cycles ≥ spinup_cycles [1]; ``rank`` 0 … N of the largest
+                                    ensemble of the file; NaN for ranks beyond a cell's N and
+                                    for deterministic methods
     obs_count          (…, cycle, channel)  observations of the channel at the analysis time
     omb_mean, omb_rms  (…, cycle, channel)  O − B = y − H x_b [channel]     (bench/innovations.py;
     oma_mean, oma_rms  (…, cycle, channel)  O − A = y − H x_a [channel]      NaN where the
@@ -82,6 +90,8 @@ FORECASTS = ("forecast_rmse", "background_forecast_rmse", "truth_forecast_rmse")
 PER_CYCLE = ("analysis_seconds", "peak_memory_bytes", "forecast_seconds", "n_obs", "n_points",
              "dropped_obs")
 CELL_DIMS = ("method", "density", "seed")
+#: Coordinates of ``density`` -> their key in bench/obs_regime.regimes.
+REGIME_COORDS = {"obs_columns": "columns", "obs_spacing_km": "spacing_km"}
 
 
 def scores(x: torch.Tensor, truth: torch.Tensor, clim: torch.Tensor, spec: StateSpec,
@@ -130,6 +140,9 @@ class CellScores:
                                      for name in PER_OBSERVED_CHANNEL}
         self.histograms = {name: np.zeros((c, innovations.N_BINS), dtype=np.int64)
                            for name in HISTOGRAMS}
+        # rank-histogram sums and the number of cycles in them, per phase
+        self.ranks = np.zeros((len(PHASES), c, members + 1))
+        self.rank_cycles = np.zeros(len(PHASES), dtype=np.int64)
         self.diagnostics: list[dict] = [{} for _ in range(cycles)]
         self.members, self.window_hours = members, window_hours
         self.status, self.stopped_at, self.reason = "ok", -1, ""
@@ -148,6 +161,10 @@ class CellScores:
         if members is not None:
             self.per_channel["spread"][k, p] = spread(members, self.spec, weights)
             self.per_channel["crps"][k, p] = crps(members, truth, self.spec, weights)
+            if k >= self.spinup_cycles and members.shape[0] + 1 == self.ranks.shape[-1]:
+                self.ranks[p] += metrics.rank_histogram(
+                    members.double().cpu(), truth.double().cpu(), weights).numpy()
+                self.rank_cycles[p] += 1
 
     def score_observations(self, k: int, obs: Observations, x_b: torch.Tensor,
                            x_a: torch.Tensor) -> None:
@@ -186,6 +203,9 @@ class CellScores:
                      for name, v in self.per_observed_channel.items()})
         data.update({name: (("channel", "innovation_bin"), v)
                      for name, v in self.histograms.items()})
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ranks = self.ranks / self.rank_cycles[:, None, None]  # NaN: no cycle counted
+        data["rank_histogram"] = (("phase", "channel", "rank"), ranks)
         data.update({
             "members": ((), self.members), "window_hours": ((), self.window_hours),
             "status": ((), self.status), "diverged_cycle": ((), self.stopped_at),
@@ -199,7 +219,8 @@ class CellScores:
         coords = {"cycle": np.arange(self.cycles), "phase": list(PHASES),
                   "channel": list(self.spec.names), "valid_time": ("cycle", times),
                   "units": ("channel", [ch.units for ch in self.spec.channels]),
-                  "norm_std": ("channel", np.asarray(self.spec.std, dtype=np.float64))}
+                  "norm_std": ("channel", np.asarray(self.spec.std, dtype=np.float64)),
+                  "rank": np.arange(self.ranks.shape[-1])}
         centre, lower, upper = innovations.histogram_bins()
         coords.update(innovation_bin=centre, innovation_bin_lower=("innovation_bin", lower),
                       innovation_bin_upper=("innovation_bin", upper))
@@ -213,12 +234,19 @@ class CellScores:
 
 
 def merge(cells: dict[tuple[str, float, int], xr.Dataset], methods, densities, seeds,
-          attrs: dict) -> xr.Dataset:
-    """Cells -> metrics.nc: dims (method, density, seed, cycle, phase, channel)."""
+          attrs: dict, regimes: list[dict] | None = None) -> xr.Dataset:
+    """Cells -> metrics.nc: dims (method, density, seed, cycle, phase, channel). ``regimes``
+    (bench/obs_regime.regimes, one per density) become the coordinates ``obs_columns`` and
+    ``obs_spacing_km`` of ``density``."""
     nested = [[[cells[(m, d, s)] for s in seeds] for d in densities] for m in methods]
-    ds = xr.combine_nested(nested, concat_dim=list(CELL_DIMS), combine_attrs="drop")
+    # join="outer": cells of ensembles of different sizes pad the shorter "rank" axes with NaN
+    ds = xr.combine_nested(nested, concat_dim=list(CELL_DIMS), combine_attrs="drop",
+                           join="outer")
     ds = ds.assign_coords(method=list(methods), density=list(densities), seed=list(seeds))
     ds = ds.transpose(*CELL_DIMS, ...)  # combine_nested stacks the innermost list first
+    if regimes is not None:
+        ds = ds.assign_coords({name: ("density", [float(r[key]) for r in regimes])
+                               for name, key in REGIME_COORDS.items()})
     ds.attrs.update(attrs)
     return ds
 

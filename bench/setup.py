@@ -86,7 +86,10 @@ def load_model(cfg: RunConfig, world, device: torch.device, progress: bool):
         from bench.forecast.fengwu import FengWu
 
         f = cfg.forecast
-        model = FengWu(world.spec, f.fengwu_onnx, f.fengwu_mean, f.fengwu_std, device=device)
+        # onnxruntime's CPU threads follow --threads, as torch's do (on CUDA they only feed
+        # the graph's few CPU nodes)
+        model = FengWu(world.spec, f.fengwu_onnx, f.fengwu_mean, f.fengwu_std, device=device,
+                       intra_op_threads=cfg.threads)
         stat = Path(f.fengwu_onnx).stat()
         key = cache.config_hash({"onnx": str(Path(f.fengwu_onnx).resolve()),
                                  "size": stat.st_size, "mtime": stat.st_mtime_ns})
@@ -110,10 +113,29 @@ def climatology(world, frames: int = CLIMATOLOGY_FRAMES) -> torch.Tensor:
 
 
 def open_world(cfg: RunConfig):
-    """The run's world (its card read and checked; nothing built)."""
+    """The run's world (its card read and checked, with the periods of ``cfg``; nothing built
+    or read). With FengWu the world normalises with FengWu's own statistics files, so the
+    run's normalisation is the model's and no statistics are computed from the store."""
     from bench.worlds import load_world
 
-    return load_world(cfg.world, **({"path": cfg.era5_path} if cfg.era5_path else {}))
+    options = {"path": cfg.era5_path} if cfg.era5_path else {}
+    if cfg.periods.given():
+        options["periods"] = cfg.periods.given()
+    world = load_world(cfg.world, **options)
+    if cfg.forecast.kind == "fengwu":
+        world.normalise_with(cfg.forecast.fengwu_mean, cfg.forecast.fengwu_std)
+    return world
+
+
+def resolved_config(cfg: RunConfig) -> RunConfig:
+    """``cfg`` with what it leaves to the world's card filled in: the periods (``START..END``
+    as the card writes them) and the normalisation source, so config.json records them.
+    Reads only the card (idempotent)."""
+    from bench.periods import PeriodSettings
+
+    world = open_world(cfg)
+    periods = PeriodSettings(**{k: world.period_text(k) for k in world.periods})
+    return dataclasses.replace(cfg, periods=periods, normalisation=world.normalisation)
 
 
 def setup(cfg: RunConfig, progress: bool = True) -> Setup:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from methods.base import Assimilator
 from methods.diffda import DiffDA
+from methods.envar import EnVar
 from methods.fourdvar import FourDVar
 from methods.interp import Interpolation
 from methods.letkf import LETKF
@@ -25,6 +26,7 @@ METHODS: dict[str, type[Assimilator]] = {
     "vaevar": VAEVar,
     "diffda": DiffDA,
     "letkf": LETKF,
+    "envar": EnVar,
 }
 
 

@@ -56,6 +56,10 @@ from bench.scorer import CELL_DIMS, PHASES
 
 METHODS = ("3dvar", "vaevar", "none", "letkf")
 DENSITIES = (0.01, 0.05)
+#: density -> (obs_columns, obs_spacing_km): the coordinates a run records (bench/obs_regime.py);
+#: legacy() drops them, as in a metrics.nc written before they existed.
+REGIMES = {0.01: (20.0, 4861.4), 0.05: (102.0, 2152.7)}
+REGIME_COORDS = ("obs_columns", "obs_spacing_km")
 SEEDS = (0, 1)
 N_CYCLES = 12
 SPINUP_CYCLES = 4
@@ -172,6 +176,8 @@ def make_metrics(seed: int = 0, diagnostics: bool = False) -> xr.Dataset:
         "cycle": np.arange(N_CYCLES), "phase": list(PHASES), "channel": list(CHANNELS),
         "valid_time": ("cycle", pd.date_range("2020-01-10", periods=N_CYCLES, freq="6h").values),
         "units": ("channel", [u for u, _ in CHANNELS.values()]),
+        "obs_columns": ("density", [REGIMES[d][0] for d in DENSITIES]),
+        "obs_spacing_km": ("density", [REGIMES[d][1] for d in DENSITIES]),
     }
     data = {
         "rmse": (score_dims, rmse), "bias": (score_dims, bias), "acc": (score_dims, acc),
@@ -196,7 +202,7 @@ def make_metrics(seed: int = 0, diagnostics: bool = False) -> xr.Dataset:
 def legacy(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` as a metrics.nc written before ensembles: without ``NEW_VARIABLES`` (nor the
     observation-space diagnostics and forecasts that came later)."""
-    return before_diagnostics(ds).drop_vars(list(NEW_VARIABLES))
+    return before_diagnostics(ds).drop_vars([*NEW_VARIABLES, *REGIME_COORDS])
 
 
 def before_diagnostics(ds: xr.Dataset) -> xr.Dataset:

@@ -13,7 +13,9 @@ def test_analysis_fields_are_fields_and_stay_out_of_the_cache_key(name):
     key = method.cache_config()  # raises if analysis_fields names no field
     for field in type(method).analysis_fields:
         assert field not in key
-    assert set(key) | set(type(method).analysis_fields) == set(method.config())
+    # keyed_when_set fields are left out only at their default (earlier caches stay valid)
+    assert set(key) | set(type(method).analysis_fields) | set(type(method).keyed_when_set) \
+        == set(method.config())
 
 
 def test_an_analysis_setting_reuses_the_training_and_a_training_setting_does_not():

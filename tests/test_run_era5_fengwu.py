@@ -1,6 +1,7 @@
 """The real-data path end to end: `python -m bench run --world era5-wb2 --model fengwu …` on a
 tiny WeatherBench2-schema store and a tiny ONNX graph with FengWu's contract, both written here."""
 
+import json
 import tomllib
 
 import numpy as np
@@ -42,8 +43,20 @@ def test_run_era5_with_fengwu_end_to_end(era5_fengwu, capsys):
         "--fengwu-std", str(release / "data_std.npy"), "--methods", "none,interp",
         "--density", "0.2", "--days", "2", "--first-lead", "12", "--spinup-cycles", "2",
         "--divergence-factor", "1000", "--device", "cpu", "--out", str(out), "-q",
+        "--test-period", "2018-01-07..2018-01-11", "--threads", "1",
     ])
     assert code == 0, capsys.readouterr()
+    # config.json records the periods (the card's and the flag's) and the normalisation: with
+    # FengWu, the release's own files
+    config = json.loads((out / "config.json").read_text())
+    assert config["periods"] == {"train": "2018-01-01T00:00..2018-01-05T00:00",
+                                 "valid": "2018-01-05T00:00..2018-01-07T00:00",
+                                 "test": "2018-01-07..2018-01-11"}
+    assert config["normalisation"] == (f"files {release / 'data_mean.npy'} and "
+                                       f"{release / 'data_std.npy'}")
+    skill = (out / "tables" / "skill.md").read_text()
+    assert "periods: train 2018-01-01T00:00..2018-01-05T00:00" in skill
+    assert "test 2018-01-07..2018-01-11" in skill and "normalisation: files" in skill
     ds = xr.load_dataset(out / "metrics.nc")
     assert ds.sizes["cycle"] == 8 and ds.sizes["channel"] == 69
     assert set(ds["method"].values) == {"none", "interp"}

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from metrics_fixture import DEVICE, DIVERGED, SPINUP_CYCLES, make_metrics
+from metrics_fixture import DEVICE, DIVERGED, REGIMES, SPINUP_CYCLES, make_metrics
 
 from bench.report import formatting, selection, skill, tables, timing
 from bench.scorer import PHASES, select_cell
@@ -121,7 +121,7 @@ def test_diverged_cell_shows_its_cycle(ds):
     numbers = skill.skill_numbers(ds)
     table = skill.skill_table(ds)
     row = CELLS.index((DIVERGED["method"], DIVERGED["density"]))
-    skill_columns = table.columns[3:]
+    skill_columns = table.columns[4:]
     assert set(table.loc[row, skill_columns]) == {f"diverged (cycle {DIVERGED['cycle']})"}
     assert numbers.loc[row, "status"] == "diverged"
     assert numbers.loc[row, "diverged_cycle"] == DIVERGED["cycle"]
@@ -134,14 +134,14 @@ def test_diverged_cell_shows_its_cycle(ds):
 
 def test_headers_carry_units_in_headline_order(ds):
     columns = list(skill.skill_table(ds).columns)
-    assert columns[:3] == ["method", "density", "obs points"]
-    assert columns[3:9] == ["z500 background [m² s⁻²]", "z500 analysis [m² s⁻²]",
+    assert columns[:4] == ["method", "density", "obs columns", "spacing [km]"]
+    assert columns[4:10] == ["z500 background [m² s⁻²]", "z500 analysis [m² s⁻²]",
                             "z500 analysis spread [m² s⁻²]", "t850 background [K]",
                             "t850 analysis [K]", "t850 analysis spread [K]"]
     assert "q700 analysis [g kg⁻¹]" in columns and "msl analysis [Pa]" in columns
     assert "u10 background [m s⁻¹]" in columns
     assert not any(c.startswith("v10") for c in columns)  # not a headline channel
-    assert len(columns) == 3 + 3 * len(PRESENT)  # background, analysis, spread (an ensemble)
+    assert len(columns) == 4 + 3 * len(PRESENT)  # background, analysis, spread (an ensemble)
 
 
 def test_missing_headline_channels_are_skipped_and_none_is_an_error(ds):
@@ -167,7 +167,8 @@ def test_timing_median_p90_and_memory(ds):
             assert row.peak_memory_mib == pytest.approx(np.nanmax(peak) / 2**20)
         assert row.device == DEVICE
     shown = timing.timing_table(ds)
-    assert list(shown.columns) == ["method", "density", "analyses", "median time", "p90 time",
+    assert list(shown.columns) == ["method", "density", "obs columns", "spacing [km]",
+                                   "analyses", "median time", "p90 time",
                                    "median forecast time", "peak memory [MiB]", "device"]
     assert shown.loc[0, "median time"].endswith(" ms")  # 3dvar: ~50 ms
     assert shown.loc[2, "median time"].endswith(" s")  # vaevar: ~2 s
@@ -225,6 +226,7 @@ def test_write_tables_files_and_formats(full, tmp_path):
     # z500 spans its background, analysis and analysis spread columns (the run has an ensemble)
     assert r"$\pm$" in skill_tex and r"\multicolumn{3}{c}{z500 [m$^{2}$ s$^{-2}$]}" in skill_tex
     assert r"\multicolumn{21}{c}{diverged (cycle 9)}" in skill_tex
+    assert r"\begin{tabular}{llrr" + "r" * 21 + "}" in skill_tex
 
     csv = pd.read_csv(tmp_path / "tables" / "skill.csv", comment="#")
     numbers = skill.skill_numbers(ds)
@@ -272,3 +274,38 @@ def test_terminal_summary(ds):
     analysis = formatting.format_number(numbers.loc[0, "z500_analysis_mean"])
     background = formatting.format_number(numbers.loc[0, "z500_background_mean"])
     assert f"{analysis} ({background})" in line
+
+
+def test_tables_show_each_densitys_observed_columns_and_spacing(full, tmp_path):
+    """obs columns and spacing [km] next to the density: metrics.nc's coordinates, in the
+    skill, timing and paper tables (md, csv, tex)."""
+    for numbers in (skill.skill_numbers(full), timing.timing_numbers(full)):
+        for row in numbers.itertuples():
+            assert (row.obs_columns, row.obs_spacing_km) == REGIMES[row.density]
+    shown = skill.skill_table(full)
+    assert list(shown.loc[:1, "obs columns"]) == ["20", "102"]
+    assert list(shown.loc[:1, "spacing [km]"]) == ["4861", "2153"]
+    assert list(timing.timing_table(full).loc[:1, "spacing [km]"]) == ["4861", "2153"]
+    tables.write_tables(full, tmp_path, "cmd")
+    read = tmp_path / "tables"
+    assert "| 3dvar    |      0.01 |            20 |           4861 |" in (
+        read / "skill.md").read_text()
+    assert "uniformly over grid points, not over area" in (read / "skill.md").read_text()
+    assert "3dvar & 0.01 & 20 & 4861 &" in (read / "timing.tex").read_text()
+    csv = pd.read_csv(read / "skill.csv", comment="#")
+    assert list(csv["obs_spacing_km"][:2]) == [4861.4, 2152.7]
+    paper_md = (read / "paper_rmse_analysis.md").read_text()
+    assert "density 0.01: 20 columns, mean spacing 4861 km" in paper_md
+    assert "density 0.01 (20 col., 4861 km)" in (read / "paper_rmse_analysis.tex").read_text()
+
+
+def test_old_files_take_columns_and_spacing_from_their_worlds_grid(full):
+    """A metrics.nc written before obs_columns: computed from the card's grid (32 x 64
+    Gaussian: 0.01 -> 20 columns, 0.05 -> 102), and the notes say so."""
+    old = full.drop_vars(["obs_columns", "obs_spacing_km"]).assign_attrs(
+        world="heldsuarez-5.625")
+    numbers = skill.skill_numbers(old)
+    assert list(numbers["obs_columns"][:2]) == [20.0, 102.0]
+    assert list(numbers["obs_spacing_km"][:2].round(1)) == [4861.4, 2152.7]
+    assert "predates obs_columns and obs_spacing_km" in skill.skill_notes(old)
+    assert "predates obs_columns" in timing.timing_notes(old)

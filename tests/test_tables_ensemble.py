@@ -28,7 +28,8 @@ def ds() -> xr.Dataset:
 
 def test_spread_is_pooled_like_the_rmse_and_nan_for_deterministic_methods(ds):
     numbers = skill.skill_numbers(ds)
-    assert list(numbers.columns[:3]) == ["method", "density", "members"]
+    assert list(numbers.columns[:5]) == ["method", "density", "obs_columns", "obs_spacing_km",
+                                         "members"]
     for row, (method, density) in zip(numbers.itertuples(), CELLS, strict=True):
         assert row.members == (ENSEMBLE_MEMBERS if method == ENSEMBLE else 0)
         if is_diverged(method, density):
@@ -67,13 +68,13 @@ def test_skill_table_shows_the_analysis_spread_next_to_the_rmse(ds):
     assert "analysis spread" in notes and f"{ENSEMBLE} {ENSEMBLE_MEMBERS} members" in notes
     tex = skill.skill_latex(ds)
     assert "---" in tex and "—" not in tex
-    assert r"\cmidrule(lr){4-6} \cmidrule(lr){7-9}" in tex
+    assert r"\cmidrule(lr){5-7} \cmidrule(lr){8-10}" in tex
 
 
 def test_a_run_without_ensembles_has_no_spread_columns(ds):
     deterministic = ds.sel({"method": DETERMINISTIC})  # spread all NaN, members all 0
     columns = list(skill.skill_table(deterministic).columns)
-    assert len(columns) == 3 + 2 * len(PRESENT)
+    assert len(columns) == 4 + 2 * len(PRESENT)
     assert not any("spread" in c for c in columns)
     assert not any("spread" in c for c in skill.skill_numbers(deterministic).columns)
     assert "spread" not in skill.skill_notes(deterministic)
@@ -84,9 +85,9 @@ def test_a_run_without_ensembles_has_no_spread_columns(ds):
 
 def test_timing_table_has_the_median_forecast_time_next_to_the_analysis_time(ds):
     numbers = timing.timing_numbers(ds)
-    assert list(numbers.columns) == ["method", "density", "n_analyses", "median_seconds",
-                                     "p90_seconds", "median_forecast_seconds", "peak_memory_mib",
-                                     "device"]
+    assert list(numbers.columns) == ["method", "density", "obs_columns", "obs_spacing_km",
+                                     "n_analyses", "median_seconds", "p90_seconds",
+                                     "median_forecast_seconds", "peak_memory_mib", "device"]
     for row, (method, density) in zip(numbers.itertuples(), CELLS, strict=True):
         forecast = select_cell(ds["forecast_seconds"], method, density).values
         forecast = forecast[np.isfinite(forecast)]
@@ -106,20 +107,27 @@ def test_old_metrics_files_give_the_tables_they_always_did(ds, tmp_path):
     old = legacy(ds)
     assert not set(NEW_VARIABLES) & set(old.data_vars)
     numbers = skill.skill_numbers(old)
-    assert list(numbers.columns[:6]) == ["method", "density", "obs_points", "status",
-                                         "diverged_cycle", "n_values"]
-    assert len(numbers.columns) == 6 + 4 * len(PRESENT)
+    assert list(numbers.columns[:8]) == ["method", "density", "obs_columns", "obs_spacing_km",
+                                         "obs_points", "status", "diverged_cycle", "n_values"]
+    assert len(numbers.columns) == 8 + 4 * len(PRESENT)
+    # no obs_columns / obs_spacing_km and no card for the fixture's world: unknown, shown "—"
+    regime = ["obs_columns", "obs_spacing_km"]
+    assert numbers[regime].isna().all().all()
+    assert set(skill.skill_table(old)["spacing [km]"]) == {"—"}
     # the new variables add columns and change no number
-    pd.testing.assert_frame_equal(numbers, skill.skill_numbers(ds)[list(numbers.columns)])
-    table = skill.skill_table(old)
+    pd.testing.assert_frame_equal(numbers.drop(columns=regime),
+                                  skill.skill_numbers(ds)[list(numbers.columns)].drop(
+                                      columns=regime))
+    table = skill.skill_table(old).drop(columns=["obs columns", "spacing [km]"])
     pd.testing.assert_frame_equal(table, skill.skill_table(ds)[list(table.columns)])
-    assert len(table.columns) == 3 + 2 * len(PRESENT)
+    assert len(table.columns) == 2 + 2 * len(PRESENT)
     old_timing = timing.timing_numbers(old)
     assert "median_forecast_seconds" not in old_timing
-    pd.testing.assert_frame_equal(old_timing,
-                                  timing.timing_numbers(ds).drop(columns="median_forecast_seconds"))
+    pd.testing.assert_frame_equal(old_timing.drop(columns=regime), timing.timing_numbers(ds).drop(
+        columns=["median_forecast_seconds", *regime]))
     assert list(timing.timing_table(old).columns) == [
-        "method", "density", "analyses", "median time", "p90 time", "peak memory [MiB]", "device"]
+        "method", "density", "obs columns", "spacing [km]", "analyses", "median time", "p90 time",
+        "peak memory [MiB]", "device"]
     assert "forecast" not in timing.timing_notes(old)
     # as `python -m bench tables` reads it: from disk, then every table, the summary, a figure
     old.to_netcdf(tmp_path / "metrics.nc")

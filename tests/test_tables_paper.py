@@ -97,7 +97,7 @@ def test_best_is_bold_and_the_dagger_follows_the_paired_interval(ds):
         best = ok.loc[ok["mean_rmse"].idxmin(), "method"]
         assert list(ok.loc[ok["best"].astype(bool), "method"]) == [best]
         for row in ok.itertuples():
-            key = next(k for k in table.columns if k[0] == f"density {density:g}"
+            key = next(k for k in table.columns if k[0].split(" (")[0] == f"density {density:g}"
                        and k[1].startswith("channel mean" if column == "channel_mean" else column))
             cell = table.loc[row.method, key]
             assert bold.loc[row.method, key] == (row.method == best)
@@ -140,7 +140,7 @@ def test_paper_latex_is_a_booktabs_table_star_from_styler(ds):
     tex = paper.paper_latex(ds)
     assert tex.startswith("\\begin{table*}") and tex.rstrip().endswith("\\end{table*}")
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\multicolumn{4}{c}{density 0.01}" in tex and r"\small" in tex
+    assert r"\multicolumn{4}{c}{density 0.01 (20 col., 4861 km)}" in tex and r"\small" in tex
     assert r"\bfseries" in tex and r"$\pm$" in tex and r"$^\dagger$" in tex
     assert r"z500 [m$^{2}$ s$^{-2}$]" in tex and r"\caption{Analysis RMSE" in tex
     assert "time-mean of per-cycle RMSE" in tex  # the convention is named in the caption
@@ -213,7 +213,7 @@ def test_from_three_seeds_the_paper_tables_use_the_between_seed_interval(four_se
     ar1 = statistics.ar1_interval(channel_mean(four_seeds, "3dvar", 0.05))
     assert (row.ar1_low, row.ar1_high) == pytest.approx((ar1.low, ar1.high))
     for row in numbers[numbers["status"] == "ok"].itertuples():
-        key = next(k for k in table.columns if k[0] == f"density {row.density:g}"
+        key = next(k for k in table.columns if k[0].split(" (")[0] == f"density {row.density:g}"
                    and k[1].startswith("channel mean" if row.column == "channel_mean"
                                        else row.column))
         cell = table.loc[row.method, key]

@@ -8,9 +8,12 @@ import torch
 
 from bench.cli import main
 from bench.experiments.synthetic import harness_bytes, synthetic_spec, timing_channels, untrained
+from bench.experiments.timing import TimingSettings
+from bench.obs_regime import ObservationGrid
 from methods import METHODS
 
-COLUMNS = ["method", "device", "grid", "channels", "observations", "repeats", "members", "median_s",
+COLUMNS = ["method", "device", "grid", "channels", "observations", "obs_columns",
+           "obs_spacing_km", "repeats", "members", "median_s",
            "p90_s", "peak_mem_mib", "evaluations", "seconds_per_evaluation", "kernel",
            "kernel_s", "kernel_work", "kernel_unit", "achieved_per_s", "device_peak_per_s",
            "fraction_of_peak", "est_analysis_mib", "est_total_mib"]
@@ -30,6 +33,10 @@ def test_timing_runs_every_method_and_writes_three_tables(tmp_path, capsys, monk
     assert list(table["method"]) == list(METHODS)
     assert (table["grid"] == "9x16 equiangular").all() and (table["channels"] == 8).all()
     assert (table["observations"] == 8 * round(0.01 * 9 * 16)).all()
+    # one column (round(1.44)) on the 9 x 16 grid: its spacing, bench/obs_regime.py
+    grid = ObservationGrid.from_shape(9, 16, "equiangular")
+    assert (table["obs_columns"] == 1).all()
+    assert (table["obs_spacing_km"] == round(grid.spacing_km(1), 1)).all()
     assert (table["median_s"] > 0).all() and (table["p90_s"] >= table["median_s"]).all()
     assert (table["achieved_per_s"] > 0).all() and (table["device_peak_per_s"] > 0).all()
     assert table.set_index("method").loc["diffda", "evaluations"] == 75  # the default 40/5/2
@@ -51,6 +58,12 @@ def test_timing_runs_every_method_and_writes_three_tables(tmp_path, capsys, monk
     (["--density", "1.5"], "--density 1.5 is outside (0, 1]"),
     (["--repeats", "0"], "--repeats 0"),
     (["--device", "tpu"], "--device tpu: expected one of auto, cpu, cuda"),
+    (["--columns", "0"], "--columns 0: expected whole numbers of observed columns >= 1"),
+    (["--columns", "2049"], "--columns 2049: expected a number of observed columns from 1 to "
+                            "2048 (every column of the 32x64 legendre-gauss grid)"),
+    (["--grid", "9x16", "--spacing-km", "100"], "--spacing-km 100: expected a mean spacing from "
+                                                "1742 km (every column of the 9x16 equiangular"),
+    (["--columns", "20", "--density", "0.01"], "--density 0.01 and --columns 20: expected one"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, extra, expected):
     out = tmp_path / "timing"
@@ -113,3 +126,12 @@ def test_memory_estimate_grows_with_the_grid():
         held = sum(x.numel() * 8 for x in tables)  # float64
         assert METHODS["3dvar"]().memory_estimate(spec, 0).model == pytest.approx(held), (
             nlat, nlon)
+
+
+def test_timing_takes_columns_or_a_spacing_instead_of_a_density():
+    """Converted on the --grid (odd: with poles), as for `run`."""
+    assert TimingSettings(grid="9x16", columns=3).resolved().density == 3 / 144
+    grid = ObservationGrid.from_shape(9, 16, "equiangular")
+    spaced = TimingSettings(grid="9x16", spacing_km=grid.spacing_km(12)).resolved()
+    assert spaced.density == 12 / 144
+    assert TimingSettings(grid="9x16").resolved().density == 0.01  # --density as typed

@@ -49,13 +49,20 @@ def _cmd_worlds(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    """Build (the nature run) or validate (an ERA5 store: metadata, the periods, a sample of
+    each variable read back) the world. Bad input, and a store that cannot serve the card, is
+    one line and exit code 2, found before anything is generated or written."""
     cfg = config_from_args(args)
 
     from bench.setup import open_world
 
     with bad_input():
         world = open_world(cfg)
-    print(world.prepare(progress=not args.quiet))
+        world.check()
+        # an ERA5 store's prepare only validates (ERA5Error: a ValueError, bad input); the
+        # nature run's generates, and a failure there (RuntimeError) stays a failure, exit 1
+        status = world.prepare(progress=not args.quiet)
+    print(status)
     return 0
 
 
@@ -192,12 +199,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)  # before the harness is imported: the flags alone first
 
     from bench import runner
+    from bench.setup import resolved_config
     from bench.store import command_line
 
     command = command_line()
     with bad_input():
         _check_executor_flags(args)
         runner.preflight(cfg)
+        cfg = resolved_config(cfg)  # the card's periods and the normalisation, for config.json
         runner.check_output(Path(args.out), cfg, args.resume)
     executor = None
     if args.executor == "dask":
@@ -268,16 +277,19 @@ def _cmd_timing(args: argparse.Namespace) -> int:
     """One analysis per method at any grid with random weights: time, memory, kernel rates."""
     import torch
 
+    from bench.cli.densities import density_flag
     from bench.config import RunConfig
     from bench.experiments.timing import TimingSettings, format_for_terminal, run_timing
     from bench.store import command_line
 
+    density_flag(args)  # one of --density, --columns, --spacing-km
     settings = settings_from_args(args, TimingSettings)
     threads = next(f for f in args.flags if f.name == "--threads").value(args)
     if threads is not None:
         RunConfig(threads=threads)  # the run's rule for --threads (ConfigError names it)
         torch.set_num_threads(threads)
     with bad_input():
+        settings = settings.resolved()  # --columns, --spacing-km: the density on the grid
         settings.check()
     try:
         table, paths = run_timing(settings, args.out, command_line(),

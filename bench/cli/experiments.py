@@ -56,8 +56,10 @@ class CheckSettings:
     starts: int = 8
 
     HELP: ClassVar[dict[str, str]] = {
-        "errors": "forecast (truth - forecast) or nmc (48 h - 24 h forecasts)",
-        "lead_hours": "forecast lead of x_b (with --errors forecast)",
+        "errors": "forecast (truth - forecast), nmc (48 h - 24 h forecasts) or known-prior "
+                  "(x_b = truth + U w from 3DVar's B: the optimum is known)",
+        "lead_hours": "forecast lead of x_b (with --errors forecast; known-prior: the lead "
+                      "methods are told)",
         "starts": "start times in the validation period",
     }
 

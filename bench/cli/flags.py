@@ -263,8 +263,11 @@ def settings_from_args(args: argparse.Namespace, root: type, **overrides):
 
 def config_from_args(args: argparse.Namespace, **overrides) -> RunConfig:
     """The RunConfig of a command line; fields without a flag in this command keep their
-    defaults."""
-    return settings_from_args(args, RunConfig, **overrides)
+    defaults. Densities asked as ``--columns`` or ``--spacing-km`` become densities on the
+    world's grid (bench/cli/densities.py)."""
+    from bench.cli.densities import density_choice
+
+    return settings_from_args(args, RunConfig, **(density_choice(args) | overrides))
 
 
 # ----------------------------------------------------------------------------- errors -> flags
@@ -325,20 +328,33 @@ ERA5_PATH = Flag("--era5-path", "era5_path", "ERA5 store in WeatherBench2's layo
 METHODS = Flag("--methods", "methods", "comma list of methods (see `python -m bench methods`)")
 DENSITY = Flag("--density", "densities", "comma list of observed fractions of grid points, "
                                           "each in (0, 1]")
+COLUMNS = Flag("--columns", "density_request.columns",
+               "instead of --density: comma list of observed columns per cycle, each from 1 to "
+               "the grid's columns (converted to densities on the world's grid)")
+SPACING = Flag("--spacing-km", "density_request.spacing_km",
+               "instead of --density: comma list of mean spacings (km) of the observed columns "
+               "(bench/obs_regime.py; converted to whole columns, then densities)")
+#: the three ways of choosing the observation densities, one at a time
+DENSITY_FLAGS = (DENSITY, COLUMNS, SPACING)
 OBS_NOISE = Flag("--obs-noise", "observations.noise_fraction",
                  "observation error std / the channel's climatological std (0 = noise-free)")
 DEVICE = Flag("--device", "device", _choices(DEVICES))
 THREADS = Flag("--threads", "threads", "torch threads on CPU")
+#: The world's periods (ERA5: any years the store holds; a generated world keeps its card's).
+PERIODS = tuple(
+    Flag(f"--{key}-period", f"periods.{key}", f"{key} period START..END (ISO dates or times, END "
+         "excluded, e.g. 1979-01-01..2016-01-01; default: the world's card)")
+    for key in ("train", "valid", "test"))
 SET = Flag("--set", "method_settings", "a method hyper-parameter for this run (repeatable), e.g. "
            "--set vaevar.lam=40000 --set diffda.steps=300", parse=method_settings)
 
 #: ``run``: every field of RunConfig that a user sets (tests/test_cli.py checks the coverage).
 RUN = (
-    METHODS, DENSITY,
+    METHODS, DENSITY, COLUMNS, SPACING,
     Flag("--seeds", "seeds", "comma list of seeds (observations, stochastic methods, the "
                              "initial ensemble), each >= 0"),
     Flag("--days", "cycle.days", "days of 6-hourly cycles"),
-    WORLD, ERA5_PATH,
+    WORLD, ERA5_PATH, *PERIODS,
     Flag("--model", "forecast.kind", f"forecast model: {_choices(FORECAST_KINDS)}"),
     Flag("--fengwu-onnx", "forecast.fengwu_onnx", "FengWu release: the .onnx graph"),
     Flag("--fengwu-mean", "forecast.fengwu_mean", "FengWu release: data_mean.npy"),
@@ -374,8 +390,9 @@ RUN = (
 
 #: RunConfig fields that ``run`` deliberately sets without a flag of their own, and why.
 FLAGLESS = {
-    "observations.density": "set per cell from --density",
+    "observations.density": "set per cell from --density (or --columns, --spacing-km)",
     "observations.seed": "set per cell from --seeds",
     "observations.channels": "observed channels: no flag until preflight checks the names "
                              "against the world's channels",
+    "normalisation": "filled in by the run from the world and the model (recorded, not set)",
 }

@@ -18,13 +18,16 @@ from collections.abc import Callable, Sequence
 
 from bench.cli.experiments import CheckSettings, SingleObsSettings
 from bench.cli.flags import (
+    COLUMNS,
     DENSITY,
     DEVICE,
     ERA5_PATH,
     METHODS,
     OBS_NOISE,
+    PERIODS,
     RUN,
     SET,
+    SPACING,
     THREADS,
     WORLD,
     Flag,
@@ -53,6 +56,10 @@ def _timing_flags() -> tuple[Flag, ...]:
                                "with poles)", root=T),
         Flag("--channels", "channels", "channels, 1..69 (FengWu's first ones)", root=T),
         Flag("--density", "density", "observed fraction of grid points in (0, 1]", root=T),
+        Flag("--columns", "columns", "instead of --density: observed columns (1 to the grid's)",
+             root=T),
+        Flag("--spacing-km", "spacing_km", "instead of --density: mean spacing (km) of the "
+                                           "observed columns (bench/obs_regime.py)", root=T),
         Flag("--repeats", "repeats", "timed analyses per method", root=T),
         DEVICE.with_(root=T),
         THREADS.with_(default=None, help="torch threads (default: torch's own choice)"),
@@ -63,19 +70,22 @@ def _timing_flags() -> tuple[Flag, ...]:
 def _samples_flags() -> tuple[Flag, ...]:
     from bench.samples import KINDS, SampleSettings
 
-    return (WORLD, ERA5_PATH, THREADS,
+    return (WORLD, ERA5_PATH, *PERIODS, THREADS,
             Flag("--kind", "kind", f"{', '.join(KINDS)} (48 h - 24 h forecasts or truth - "
                                    "forecast)", root=SampleSettings),
             Flag("--lead-hours", "lead_hours", "lead of truth - forecast samples",
+                 root=SampleSettings),
+            Flag("--count", "count", "number of known_prior draws (U w from 3DVar's B)",
                  root=SampleSettings))
 
 
 #: command -> (help, handler, its config flags: a tuple or a function that makes one)
 SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Flag]]]] = {
     "worlds": ("list the worlds (dataset cards) and how to get them", "worlds", ()),
-    "prepare": ("build or validate a world's local data", "prepare", (WORLD, ERA5_PATH)),
+    "prepare": ("build or validate a world's local data", "prepare",
+                (WORLD, ERA5_PATH, *PERIODS)),
     "train": ("train (or reload from cache) the emulator or a method", "train", (
-        WORLD, ERA5_PATH,
+        WORLD, ERA5_PATH, *PERIODS,
         Flag("--steps", "forecast.emulator_steps",
              "emulator optimiser steps (default: the emulator's own)"),
         DEVICE, THREADS,
@@ -86,15 +96,15 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
     "run": ("cycle methods through identical forecast cycles", "run", RUN),
     "single-obs": ("increments from one observation, per method", "single_obs", (
         METHODS.with_(default=None, help="comma list of methods to compare (required)"),
-        WORLD, ERA5_PATH,
+        WORLD, ERA5_PATH, *PERIODS,
         *(Flag(f"--{f.replace('_', '-')}", f, h, root=SingleObsSettings)
           for f, h in SingleObsSettings.HELP.items()),
         DEVICE, THREADS)),
-    "check": ("one analysis per method against a known background error (held-out forecasts "
-              "or NMC differences): error ratio per channel", "check", (
+    "check": ("one analysis per method against a known background error (held-out forecasts, "
+              "NMC differences or draws from a known B): error ratio per channel", "check", (
         METHODS.with_(default=None, help="comma list of methods to check (required)"),
-        DENSITY.with_(default=(0.01, 0.05)), WORLD,
-        ERA5_PATH, OBS_NOISE,
+        DENSITY.with_(default=(0.01, 0.05)), COLUMNS, SPACING, WORLD,
+        ERA5_PATH, *PERIODS, OBS_NOISE,
         *(Flag(f"--{f.replace('_', '-')}", f, h, root=CheckSettings)
           for f, h in CheckSettings.HELP.items()),
         SET.with_(help="a method hyper-parameter (repeatable), as for `run`"),

@@ -10,6 +10,8 @@ data. For ``starts`` start times spread over the *validation* period (never used
                          t + 48 h: x_true − x_b is a held-out NMC difference, the distribution
                          3DVar and VAE-Var learn their background model from (the case most
                          favourable to a learnt background model)
+    errors = "known-prior"  x_b = x_true + U w, w ~ N(0, I): a known Gaussian B, so the
+                         optimum is known (bench/experiments/known_prior.py)
     y   = H(x_true) + ε_o       (the run's observation protocol at each density)
     x_a = method.analyse(x_b, y)
 
@@ -39,7 +41,7 @@ from bench.state import StateSpec
 from methods.base import Analyser, Background, ObservationWindow
 
 #: Valid values of ``errors``.
-ERROR_KINDS = ("forecast", "nmc")
+ERROR_KINDS = ("forecast", "nmc", "known-prior")
 #: NMC lead pair (hours): the samples' default in bench/samples.py.
 NMC_LONG, NMC_SHORT = 48, 24
 
@@ -61,8 +63,8 @@ def cases(model: ForecastModel, truth: torch.Tensor, times: np.ndarray, errors: 
 
     Raises ValueError when the trajectory is too short for the leads.
     """
-    if errors not in ERROR_KINDS:
-        raise ValueError(f"errors={errors!r}: expected one of {ERROR_KINDS}")
+    if errors not in ERROR_KINDS[:2]:  # known-prior cases: known_prior.known_prior_cases
+        raise ValueError(f"errors={errors!r}: expected one of {ERROR_KINDS[:2]}")
     if lead_hours <= 0 or lead_hours % STEP_HOURS:
         raise ValueError(f"lead_hours={lead_hours} must be a positive multiple of {STEP_HOURS}")
     span = (NMC_LONG if errors == "nmc" else lead_hours) // STEP_HOURS
@@ -150,6 +152,10 @@ def run_check(cfg, out: str | Path, errors: str = "forecast", lead_hours: int = 
     from bench.setup import build_method, ensemble_perturbations, fit_and_load, setup
     from bench.store import write_csv, write_table
 
+    if errors == "known-prior":
+        from bench.experiments.known_prior import run_known_prior
+
+        return run_known_prior(cfg, out, lead_hours, starts, command, progress)
     s = setup(cfg, progress=progress)
     spec, valid = s.world.spec, s.world.period("valid")
     truth = spec.to_tensor(valid.load()).float()

@@ -34,10 +34,12 @@ from bench.config import DEVICES, ObservationSettings
 from bench.experiments.synthetic import (
     MAX_CHANNELS,
     available_bytes,
+    grid_coordinates,
     harness_bytes,
     synthetic_spec,
     untrained,
 )
+from bench.obs_regime import DensityRequest, ObservationGrid, regimes, resolve_densities
 from bench.observations import observe
 from bench.setup import resolve_device
 from bench.state import StateSpec
@@ -57,6 +59,8 @@ class TimingSettings:
     """What ``python -m bench timing`` measures (one row per method).
 
     ``methods``: registered names; empty (the default) times every registered method.
+    ``columns``, ``spacing_km``: the density asked as observed columns or their mean spacing
+    [km] on ``grid`` instead (bench/obs_regime.py; ``resolved`` converts them).
     """
 
     methods: tuple[str, ...] = ()
@@ -69,6 +73,26 @@ class TimingSettings:
     repeats: int = 5
     device: str = "auto"
     seed: int = 0
+    columns: int | None = None
+    spacing_km: float | None = None
+
+    def observation_grid(self) -> ObservationGrid:
+        """The grid's observation geometry (odd nlat: with poles, as synthetic_spec)."""
+        lat, lon, grid = grid_coordinates(*self.shape())
+        return ObservationGrid(lat, lon.size, f"the {self.grid} {grid} grid")
+
+    def resolved(self) -> TimingSettings:
+        """These settings with ``density`` from ``columns`` or ``spacing_km`` when one is
+        given (N / (H·W) for N whole columns). ConfigError naming ``columns`` or
+        ``spacing_km`` for a value the grid cannot have."""
+        if self.columns is None and self.spacing_km is None:
+            return self
+        request = DensityRequest(
+            columns=None if self.columns is None else (self.columns,),
+            spacing_km=None if self.spacing_km is None else (self.spacing_km,))
+        (density,) = resolve_densities(self.observation_grid(), request.columns,
+                                       request.spacing_km, field_prefix="")
+        return dataclasses.replace(self, density=density)
 
     def shape(self) -> tuple[int, int]:
         """(nlat, nlon) from ``grid`` ("32x64"); ValueError naming the text otherwise."""
@@ -270,7 +294,11 @@ def timing_table(settings: TimingSettings, progress: Callable[[str], None] | Non
     table.insert(2, "grid", f"{nlat}x{nlon} {spec.grid}")
     table.insert(3, "channels", settings.channels)
     table.insert(4, "observations", n_obs)
-    table.insert(5, "repeats", settings.repeats)
+    # the observed columns and their mean spacing [km] on this grid (bench/obs_regime.py)
+    regime = regimes(settings.observation_grid(), [settings.density])[0]
+    table.insert(5, "obs_columns", regime["columns"])
+    table.insert(6, "obs_spacing_km", round(regime["spacing_km"], 1))
+    table.insert(7, "repeats", settings.repeats)
     return table, name
 
 
@@ -280,7 +308,9 @@ def notes(settings: TimingSettings, device: str) -> str:
         f"One analysis per method on {device}: {settings.channels} of FengWu's channels "
         "(surface, then whole levels from 500, 850, 250 hPa …; bench/experiments/synthetic.py), "
         f"observations at density {settings.density:g} ('columns': all channels at the chosen "
-        "points). Networks of each method's default size with random weights, synthetic 3DVar "
+        "points; obs_columns of them, drawn uniformly over grid points, obs_spacing_km their "
+        "expected mean spacing in km: bench/obs_regime.py). Networks of each method's default "
+        "size with random weights, synthetic 3DVar "
         "statistics (python -m bench timing never trains). Times: median and p90 of "
         f"{settings.repeats} analyses after one warm-up; peak_mem_mib: the largest memory an "
         "analysis added (CUDA: max_memory_allocated; CPU: resident set size); est_analysis_mib: "

@@ -60,6 +60,13 @@ WHAT: dict[str, str] = {
 }
 
 
+#: How to get onnxruntime's CUDA provider (pyproject.toml's ``gpu`` extra). onnxruntime and
+#: onnxruntime-gpu install the same ``onnxruntime`` module and cannot co-exist with the CUDA
+#: provider working (microsoft/onnxruntime#26996), so the CPU build is removed after.
+GPU_INSTALL = ("pip install -e '.[gpu]' && pip uninstall -y onnxruntime && "
+               "pip install --force-reinstall --no-deps onnxruntime-gpu")
+
+
 class FengWuConfigError(ValueError):
     """The FengWu release files, the graph or the world's spec do not fit FengWu's contract."""
 
@@ -84,7 +91,7 @@ class FengWu(ForecastModel):
             it (the ``onnxruntime-gpu`` build); otherwise the CPU provider runs it, with a warning.
         intra_op_threads: onnxruntime's intra-op thread count; 0 lets onnxruntime choose (all
             physical cores). The default 1 matches FengWu's own inference script and keeps tests
-            polite on small machines; raise it for CPU runs on the 0.25° grid.
+            polite on small machines; a run passes its ``--threads`` (bench/setup.py).
 
     Attributes:
         max_batch (1: the release's batch dimension is fixed), differentiable (False: an ONNX
@@ -160,8 +167,8 @@ class FengWu(ForecastModel):
                     f"device {self.device} asked for, but this onnxruntime "
                     f"({ort.__version__}) offers no CUDAExecutionProvider (providers: "
                     f"{', '.join(ort.get_available_providers())}): FengWu runs on the CPU and "
-                    f"tensors are copied to and from {self.device}. Install onnxruntime-gpu "
-                    f"instead of onnxruntime to run it on the GPU.",
+                    f"tensors are copied to and from {self.device}. To run it on the GPU: "
+                    f"{GPU_INSTALL}",
                     RuntimeWarning,
                     stacklevel=3,
                 )

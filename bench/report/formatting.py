@@ -117,6 +117,17 @@ def format_count(x: float) -> str:
     return f"{int(x)}" if float(x).is_integer() else f"{x:.1f}"
 
 
+def format_columns(columns: float) -> str:
+    """Observed columns per cycle: "20" ("20.5": elements sampling's equivalent); "—" when
+    unknown (NaN)."""
+    return NOT_APPLICABLE if not math.isfinite(columns) else format_count(round(columns, 1))
+
+
+def format_km(km: float) -> str:
+    """A spacing in whole km: "4861"; "—" when unknown (NaN)."""
+    return NOT_APPLICABLE if not math.isfinite(km) else f"{km:.0f}"
+
+
 def format_density(density: float) -> str:
     """An observation density as its row label shows it: "0.01"."""
     return f"{density:g}"

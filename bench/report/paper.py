@@ -20,6 +20,9 @@ both RMSE conventions, the interval and the paired comparison with the best.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -28,7 +31,9 @@ from bench.report.formatting import (
     channel_units,
     display_scale,
     diverged_text,
+    format_columns,
     format_density,
+    format_km,
     format_mean_std,
     latex_escape,
 )
@@ -51,7 +56,13 @@ from bench.report.pooling import (
     pool,
 )
 from bench.report.render import provenance, styler_latex
-from bench.report.selection import diverged_seeds, headline_channels, spinup_of
+from bench.report.selection import (
+    diverged_seeds,
+    headline_channels,
+    observation_regimes,
+    regime_note,
+    spinup_of,
+)
 from bench.report.statistics import mean_interval
 
 #: The headline channels of a paper table (those present), after the channel mean.
@@ -137,11 +148,33 @@ def paper_display(ds: xr.Dataset, phase: str = "analysis", spinup_cycles: int | 
         key = (format_density(row.density), row.column)
         table.loc[row.method, key] = _cell(ds, row)
         bold.loc[row.method, key] = row.status == "ok" and bool(row.best)
-    labels = pd.MultiIndex.from_tuples([(f"density {d}", _label(ds, c, style)) for d, c in keys],
-                                       names=["", "method"])
+    labels = pd.MultiIndex.from_tuples([(_density_label(ds, d), _label(ds, c, style))
+                                        for d, c in keys], names=["", "method"])
     table.columns, bold.columns = labels, labels
     table.index.name = bold.index.name = None
     return table, bold
+
+
+def _density_label(ds: xr.Dataset, density: str) -> str:
+    """A column group's header: "density 0.01 (20 col., 4861 km)", its observed columns and
+    their mean spacing (bench/obs_regime.py) where known."""
+    regimes, _ = observation_regimes(ds)
+    columns, spacing = next(v for d, v in regimes.items() if format_density(d) == density)
+    if not (math.isfinite(columns) and math.isfinite(spacing)):
+        return f"density {density}"
+    return f"density {density} ({format_columns(columns)} col., {format_km(spacing)} km)"
+
+
+def regimes_sentence(ds: xr.Dataset) -> str:
+    """"Observation regimes: density 0.01: 20 columns, mean spacing 4861 km; …." ("" when
+    unknown)."""
+    regimes, _ = observation_regimes(ds)
+    known = [(d, n, k) for d, (n, k) in regimes.items() if math.isfinite(n) and math.isfinite(k)]
+    if not known:
+        return ""
+    return "Observation regimes: " + "; ".join(
+        f"density {format_density(d)}: {format_columns(n)} columns, mean spacing "
+        f"{format_km(k)} km" for d, n, k in known) + "."
 
 
 def _interval_words(ds: xr.Dataset) -> str:
@@ -160,7 +193,7 @@ def paper_caption(ds: xr.Dataset, phase: str = "analysis",
             f"half-width of its 95 % interval ({_interval_words(ds)}). Bold: the lowest in its "
             f"column; {DAGGER}: not significantly worse than it (the 95 % interval of the paired "
             f"per-cycle difference, {_interval_words(ds)}, includes 0). channel mean: "
-            f"normalised, dimensionless.")
+            f"normalised, dimensionless. {regimes_sentence(ds)}").strip()
 
 
 def _same_for_every_seed(numbers: pd.DataFrame) -> list[str]:
@@ -187,6 +220,7 @@ def paper_notes(ds: xr.Dataset, phase: str = "analysis",
         channel_mean_note(ds) + f" Channels: {', '.join(shown)} of the headline set; "
         "tables/skill.md has all of them.",
         drift_note(others["diff_phi"], "comparisons with the best", ds.sizes["seed"]),
+        regime_note(ds),
         convention_note("the CSV has it as root_mean_mse"),
         provenance(ds),
     ] if line)
@@ -198,7 +232,9 @@ def paper_markdown_table(ds: xr.Dataset, phase: str = "analysis",
     bold cells as **…**."""
     table, bold = paper_display(ds, phase, spinup_cycles)
     flat = table.where(~bold, "**" + table.astype(str) + "**")
-    flat.columns = [f"{d.removeprefix('density ')}: {c}" for d, c in table.columns]
+    # the key is the density alone ("0.01: z500"): the regime is in the notes
+    flat.columns = [f"{format_density(float(d))}: {c[1]}" for d, c in zip(
+        np.repeat(ds["density"].values, len(paper_columns(ds))), table.columns, strict=True)]
     flat.insert(0, "method", table.index)
     return flat.reset_index(drop=True)
 

@@ -28,6 +28,7 @@ from bench.report.diagnostic_plots import (
     innovations_over_cycles,
 )
 from bench.report.diagnostics import has_diagnostics, observed_channels
+from bench.report.ensemble import has_rank_histograms, rank_histogram_figure
 from bench.report.figure_style import (
     LOG_SPREAD,
     cycle_hours,
@@ -182,7 +183,8 @@ def figure_names(ds: xr.Dataset) -> dict[str, tuple]:
     ``rmse_density_<channel>.png`` per headline channel, ``time_per_analysis.png``, and when
     the metrics have them (bench/report/diagnostic_plots.py) ``innovations_<channel>_density<d>
     .png`` and ``innovation_histogram_<channel>_density<d>.png`` per observed headline channel
-    and ``forecast_lead_<channel>_density<d>.png`` for the forecast-impact channels."""
+    and ``forecast_lead_<channel>_density<d>.png`` for the forecast-impact channels, and for
+    ensembles ``rank_histogram_<channel>_density<d>.png`` (bench/report/ensemble.py)."""
     figures: dict[str, tuple] = {}
     densities = [float(d) for d in ds["density"].values]
     for channel in headline_channels(ds):
@@ -201,6 +203,11 @@ def figure_names(ds: xr.Dataset) -> dict[str, tuple]:
             for density in densities:
                 figures[_per_density(figures, "innovation_histogram", channel, density)] = (
                     innovation_histogram, (channel, density))
+    if has_rank_histograms(ds):
+        for channel in headline_channels(ds):
+            for density in densities:
+                figures[_per_density(figures, "rank_histogram", channel, density)] = (
+                    rank_histogram_figure, (channel, density))
     if has_forecasts(ds):
         for channel in headline_channels(ds, IMPACT_CHANNELS):
             for density in densities:

@@ -69,6 +69,8 @@ def csv(table: pd.DataFrame, command: str, comments: tuple[str, ...] = ()) -> st
 
 
 def provenance(ds: xr.Dataset) -> str:
-    """"world: …; model: …; device: …." from the Dataset's attributes ("" if none)."""
-    parts = [f"{key}: {ds.attrs[key]}" for key in ("world", "model", "device") if key in ds.attrs]
+    """"world: …; periods: …; normalisation: …; model: …; device: …." from the Dataset's
+    attributes ("" if none)."""
+    parts = [f"{key}: {ds.attrs[key]}" for key in
+             ("world", "periods", "normalisation", "model", "device") if key in ds.attrs]
     return "; ".join(parts) + "." if parts else ""

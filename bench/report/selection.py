@@ -9,10 +9,12 @@ Old metrics.nc files (written before ``spread``, ``forecast_seconds``, ``members
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import xarray as xr
 
-from bench.scorer import select_cell
+from bench.scorer import REGIME_COORDS, select_cell
 
 #: Channels reported in the skill table, in this order (those missing from a Dataset are skipped).
 HEADLINE = ("z500", "t850", "q700", "u850", "t2m", "u10", "msl")
@@ -76,3 +78,50 @@ def members_of(ds: xr.Dataset, method: str, density: float) -> int:
 def has_ensembles(ds: xr.Dataset) -> bool:
     """Whether any cell is an ensemble method with a recorded spread."""
     return "spread" in ds and "members" in ds and bool((ds["members"] > 0).any())
+
+
+def observation_regimes(ds: xr.Dataset) -> tuple[dict[float, tuple[float, float]], str]:
+    """Each density's observed columns per cycle and their mean spacing [km]
+    (bench/obs_regime.py), and where they come from.
+
+    Returns ({density: (columns, spacing_km)}, source), source one of "recorded" (metrics.nc's
+    ``obs_columns`` and ``obs_spacing_km``), "grid" (a file written before them: computed from
+    the grid on the card of its ``world`` attribute, with the sampling of its ``config``) or
+    "none" (neither: NaN, shown as "—").
+    """
+    densities = [float(d) for d in ds["density"].values]
+    if all(name in ds.coords for name in REGIME_COORDS):
+        columns, spacing = (ds[name].values for name in REGIME_COORDS)
+        return ({d: (float(n), float(k)) for d, n, k in zip(densities, columns, spacing,
+                                                           strict=True)}, "recorded")
+    try:
+        from bench.obs_regime import regimes
+        from bench.worlds import card_grid
+
+        grid = card_grid(str(ds.attrs["world"]))
+        config = json.loads(ds.attrs.get("config", "{}"))
+        sampling = config.get("observations", {}).get("sampling",
+                                                      config.get("obs_sampling", "columns"))
+        found = regimes(grid, densities, sampling)
+    except (KeyError, ValueError, OSError):  # no world attribute or card, an unreadable config
+        return {d: (np.nan, np.nan) for d in densities}, "none"
+    return {r["density"]: (r["columns"], r["spacing_km"]) for r in found}, "grid"
+
+
+def regime_note(ds: xr.Dataset) -> str:
+    """What the obs columns and spacing columns are, and where this file's come from."""
+    _, source = observation_regimes(ds)
+    text = ("obs columns: grid columns observed per cycle (\"elements\" sampling: the "
+            "equivalent elements / observed channels); spacing: their expected mean spacing in "
+            "km. Columns are drawn uniformly over grid points, not over area, so on this "
+            "latitude–longitude grid they are denser towards the poles; the spacing is the mean "
+            "over the drawn columns of √(area of the column's grid cell × grid points / columns), "
+            "which for columns placed evenly is the equal-area spacing √(4πR²/N), R = 6371 km "
+            "(bench/obs_regime.py).")
+    if source == "grid":
+        text += (f" This metrics.nc predates obs_columns and obs_spacing_km: they are computed "
+                 f"from the grid on the card of its world ({ds.attrs['world']}).")
+    elif source == "none":
+        text += (" This metrics.nc records neither and names no world with a card: they show "
+                 "as —.")
+    return text

@@ -33,8 +33,9 @@ from bench.report.formatting import (
     display_scale,
     display_units,
     diverged_text,
-    format_count,
+    format_columns,
     format_density,
+    format_km,
     format_mean_std,
     format_number,
     latex_escape,
@@ -50,6 +51,8 @@ from bench.report.selection import (
     has_ensembles,
     headline_channels,
     members_of,
+    observation_regimes,
+    regime_note,
     spinup_of,
 )
 from bench.scorer import PHASES, select_cell
@@ -57,7 +60,7 @@ from bench.scorer import PHASES, select_cell
 #: Suffix of the spread columns in the numbers ("z500_analysis_spread_mean").
 SPREAD = "_spread"
 #: Columns of the displayed table before its per-channel skill columns.
-ROW_COLUMNS = ("method", "density", "obs points")
+ROW_COLUMNS = ("method", "density", "obs columns", "spacing [km]")
 
 
 def skill_columns(ds: xr.Dataset, channels: list[str]) -> list[tuple[str, str, str]]:
@@ -77,14 +80,17 @@ def skill_numbers(
 
     One row per (method, density) in the Dataset's order, columns::
 
-        method, density, [members,] obs_points, status, diverged_cycle, n_values,
+        method, density, obs_columns, obs_spacing_km, [members,] obs_points, status,
+        diverged_cycle, n_values,
         <channel>_background_mean, <channel>_background_std,
         <channel>_analysis_mean, <channel>_analysis_std, ...   (each headline channel)
         [<channel>_background_spread_mean, ..._std, <channel>_analysis_spread_mean, ..._std]
 
     mean and std are over all cycles ``>= spinup_cycles`` of all seeds pooled (``n_values`` of
     them; std is the sample standard deviation, ddof=1) of the latitude-weighted RMSE, in the
-    Dataset's units. ``obs_points`` is the median number of observed grid points per cycle (all
+    Dataset's units. ``obs_columns`` and ``obs_spacing_km`` [km]: the density's observed
+    columns per cycle and their mean spacing (``selection.observation_regimes``; NaN when
+    unknown). ``obs_points`` is the median number of observed grid points per cycle (all
     cycles and seeds). A row whose cell diverged for any seed has status "diverged",
     ``diverged_cycle`` the earliest cycle at which one did, and NaN skill: surviving seeds alone
     would compare methods on different samples. ``members`` (ensemble size, 0: deterministic)
@@ -96,10 +102,12 @@ def skill_numbers(
     scores = {"": after_spinup(ds["rmse"].sel(channel=chans), spinup)}
     if has_ensembles(ds):
         scores[SPREAD] = after_spinup(ds["spread"].sel(channel=chans), spinup)
+    regimes, _ = observation_regimes(ds)
     rows = []
     for method, density in cells(ds):
         diverged = diverged_seeds(ds, method, density)
-        row: dict = {"method": method, "density": density}
+        row: dict = {"method": method, "density": density, "obs_columns": regimes[density][0],
+                     "obs_spacing_km": regimes[density][1]}
         if "members" in ds:
             row["members"] = members_of(ds, method, density)
         row.update({
@@ -138,7 +146,8 @@ def skill_table(
 
     One row per (method, density), columns::
 
-        method | density | obs points | z500 background [m² s⁻²] | z500 analysis [m² s⁻²]
+        method | density | obs columns | spacing [km] | z500 background [m² s⁻²]
+               | z500 analysis [m² s⁻²]
                | [z500 analysis spread [m² s⁻²]] | ...
 
     each skill cell "mean ± 1σ" (see ``skill_numbers``) in the displayed units, "diverged
@@ -147,7 +156,8 @@ def skill_table(
     numbers = skill_numbers(ds, spinup_cycles, channels)
     table = pd.DataFrame(dict(zip(ROW_COLUMNS, (
         numbers["method"], [format_density(d) for d in numbers["density"]],
-        [format_count(v) for v in numbers["obs_points"]]), strict=True)))
+        [format_columns(v) for v in numbers["obs_columns"]],
+        [format_km(v) for v in numbers["obs_spacing_km"]]), strict=True)))
     for channel, key, label in skill_columns(ds, headline_channels(ds, channels)):
         scale = display_scale(ds, channel)
         table[f"{channel} {label} {units_label(ds, channel)}"] = [
@@ -179,7 +189,8 @@ def skill_latex(ds: xr.Dataset, spinup_cycles: int | None = None,
         else:
             row_cells += [latex_escape(str(v)) for v in shown.iloc[len(ROW_COLUMNS):]]
         body.append(row_cells)
-    return tabular("llr" + "r" * len(columns), [top, rules, header], body)
+    row_spec = "ll" + "r" * (len(ROW_COLUMNS) - 2)
+    return tabular(row_spec + "r" * len(columns), [top, rules, header], body)
 
 
 def skill_notes(ds: xr.Dataset, spinup_cycles: int | None = None, channels=None) -> str:
@@ -191,8 +202,9 @@ def skill_notes(ds: xr.Dataset, spinup_cycles: int | None = None, channels=None)
     lines = [
         f"Latitude-weighted RMSE of the background and the analysis, in physical units, "
         f"mean ± 1σ (sample standard deviation) over cycles {kept.min()}–{kept.max()} after a "
-        f"spin-up of {spinup} cycles, pooled over seeds {seeds}. obs points: median number of "
-        f"observed grid points per cycle.",
+        f"spin-up of {spinup} cycles, pooled over seeds {seeds}. The CSV's obs_points: median "
+        f"number of observed grid points per cycle.",
+        regime_note(ds),
         convention_note("the paper tables' CSVs (tables/paper_rmse_*.csv) have it as "
                         "root_mean_mse"),
     ]

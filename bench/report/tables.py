@@ -12,7 +12,9 @@
 - ``diagnostics.{md,tex,csv}`` (bench/report/diagnostics.py): O − B, O − A, Desroziers and
   χ²/N — when the metrics record the observation-space statistics;
 - ``forecast_impact.{md,tex,csv}`` (bench/report/impact.py): free forecasts from analysis,
-  background and truth, analysis age and lead time gained — when the run made free forecasts.
+  background and truth, analysis age and lead time gained — when the run made free forecasts;
+- ``ensemble.{md,tex,csv}`` (bench/report/ensemble.py): spread/skill, CRPS and rank-histogram
+  outliers of ensemble methods — when a cell is an ensemble.
 
 A metrics.nc written before a table's variables existed gets every table it can. Tables are
 pure functions of the metrics Dataset (``metrics.nc``, DESIGN.md §6; its schema:
@@ -33,7 +35,7 @@ from pathlib import Path
 import xarray as xr
 
 from bench import store
-from bench.report import diagnostics, impact, paired, paper, render
+from bench.report import diagnostics, ensemble, impact, paired, paper, render
 from bench.report.formatting import channel_units
 from bench.report.selection import HEADLINE, headline_channels
 from bench.report.skill import (
@@ -102,6 +104,21 @@ def _impact_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str,
     }
 
 
+def _ensemble_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
+    if not ensemble.has_ensemble_scores(ds):
+        return {}
+    display = ensemble.ensemble_table(ds, spinup)
+    units = _units(ds, headline_channels(ds))
+    return {
+        "ensemble.md": render.markdown(display, "Ensemble reliability: spread/skill, CRPS and "
+                                       "rank-histogram outliers", command,
+                                       ensemble.ensemble_notes(ds, spinup)),
+        "ensemble.tex": f"% {command}\n" + render.styler_latex(display,
+                                                               "llll" + "r" * 7),
+        "ensemble.csv": render.csv(ensemble.ensemble_numbers(ds, spinup), command, (units,)),
+    }
+
+
 def write_tables(
     ds: xr.Dataset, out_dir: str | Path, command: str, spinup_cycles: int | None = None,
     channels: tuple[str, ...] | None = None,
@@ -131,4 +148,5 @@ def write_tables(
     files |= _paper_files(ds, command, spinup_cycles)
     files |= _diagnostics_files(ds, command, spinup_cycles)
     files |= _impact_files(ds, command, spinup_cycles)
+    files |= _ensemble_files(ds, command, spinup_cycles)
     return [store.write_text(directory / name, text) for name, text in files.items()]

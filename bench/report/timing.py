@@ -14,9 +14,15 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bench.report.formatting import format_density, format_number, format_seconds
+from bench.report.formatting import (
+    format_columns,
+    format_density,
+    format_km,
+    format_number,
+    format_seconds,
+)
 from bench.report.render import latex_table, provenance
-from bench.report.selection import cells
+from bench.report.selection import cells, observation_regimes, regime_note
 from bench.scorer import timing_frame
 
 #: The per-cycle variable of the forecast after each analysis (absent from older files).
@@ -33,17 +39,20 @@ def timing_numbers(ds: xr.Dataset) -> pd.DataFrame:
 
     One row per (method, density), columns::
 
-        method, density, n_analyses, median_seconds, p90_seconds, [median_forecast_seconds,]
-        peak_memory_mib, device
+        method, density, obs_columns, obs_spacing_km, n_analyses, median_seconds, p90_seconds,
+        [median_forecast_seconds,] peak_memory_mib, device
 
     over every timed analysis of all cycles and seeds (NaN cycles after a divergence are left
     out; spin-up cycles count: timing does not depend on skill). p90 is numpy's linear
     percentile; peak memory the largest over the cell (MiB = 2**20 bytes, NaN if unknown).
-    ``median_forecast_seconds`` (when the metrics have ``forecast_seconds``): the median over
-    the same analyses of the forecast after each (none after the last cycle).
+    ``obs_columns``, ``obs_spacing_km`` [km]: the density's observed columns per cycle and
+    their mean spacing (``selection.observation_regimes``). ``median_forecast_seconds``
+    (when the metrics have ``forecast_seconds``): the median over the same analyses of the
+    forecast after each (none after the last cycle).
     """
     device = str(ds.attrs.get("device", "unknown"))
     frame = timing_frame(ds)
+    regimes, _ = observation_regimes(ds)
     rows = []
     for method, density in cells(ds):
         cell = frame[(frame["method"] == method) & (frame["density"] == density)]
@@ -51,7 +60,8 @@ def timing_numbers(ds: xr.Dataset) -> pd.DataFrame:
         peak = cell["peak_memory_bytes"].to_numpy()
         peak = peak[np.isfinite(peak)]
         row = {
-            "method": method, "density": density, "n_analyses": seconds.size,
+            "method": method, "density": density, "obs_columns": regimes[density][0],
+            "obs_spacing_km": regimes[density][1], "n_analyses": seconds.size,
             "median_seconds": _median(seconds),
             "p90_seconds": float(np.percentile(seconds, 90)) if seconds.size else np.nan,
         }
@@ -68,13 +78,15 @@ def timing_table(ds: xr.Dataset) -> pd.DataFrame:
 
     One row per (method, density), columns::
 
-        method | density | analyses | median time | p90 time | [median forecast time |]
-        peak memory [MiB] | device
+        method | density | obs columns | spacing [km] | analyses | median time | p90 time
+        | [median forecast time |] peak memory [MiB] | device
     """
     numbers = timing_numbers(ds)
     table = {
         "method": numbers["method"],
         "density": [format_density(d) for d in numbers["density"]],
+        "obs columns": [format_columns(v) for v in numbers["obs_columns"]],
+        "spacing [km]": [format_km(v) for v in numbers["obs_spacing_km"]],
         "analyses": [str(n) for n in numbers["n_analyses"]],
         "median time": [format_seconds(s) for s in numbers["median_seconds"]],
         "p90 time": [format_seconds(s) for s in numbers["p90_seconds"]],
@@ -100,4 +112,4 @@ def timing_notes(ds: xr.Dataset) -> str:
                 "same cycles and seeds." if FORECAST in ds else "")
     return (f"Wall time of one analysis (`analyse`), median and 90th percentile over every "
             f"cycle and seed; peak memory: the largest over the cell.{forecast} "
-            f"{provenance(ds)}")
+            f"{regime_note(ds)} {provenance(ds)}")

@@ -19,7 +19,8 @@ WORLD_KINDS: dict[str, str] = {
     "era5-wb2": "bench.worlds.era5:ERA5World",
 }
 
-__all__ = ["PERIODS", "Period", "World", "WORLD_KINDS", "cards_dir", "list_cards", "load_world"]
+__all__ = ["PERIODS", "Period", "World", "WORLD_KINDS", "card_grid", "cards_dir", "list_cards",
+           "load_world"]
 
 
 class UnknownWorldError(ValueError):
@@ -49,6 +50,20 @@ def list_cards() -> dict[str, dict]:
                 f"card {path} has name {card.get('name')!r}; it must equal {path.stem!r}")
         cards[path.stem] = card
     return cards
+
+
+def card_grid(name: str):
+    """The observation geometry (bench/obs_regime.ObservationGrid) of the grid on world
+    ``name``'s card, read without building the world (``--columns``, ``--spacing-km``, the
+    tables of metrics.nc files without ``obs_columns``). UnknownWorldError for an unknown name."""
+    from bench.obs_regime import ObservationGrid
+
+    cards = list_cards()
+    if name not in cards:
+        raise UnknownWorldError(
+            f"unknown world {name!r}; valid worlds are: {', '.join(sorted(cards))}")
+    grid = cards[name].get("grid", {})
+    return ObservationGrid.from_shape(int(grid["nlat"]), int(grid["nlon"]), str(grid["type"]))
 
 
 def load_world(name: str, **overrides) -> World:

@@ -86,7 +86,7 @@ def open_store(path: str) -> xr.Dataset:
             f"(CLI: --era5-path) or set {ENV_VAR} to a local copy of a WeatherBench2 ERA5 store"
         )
     if "://" in path:  # remote zarr (gs://, https://): existence is the file system's business
-        return xr.open_zarr(path, chunks={})
+        return _open(xr.open_zarr, path, chunks={})
     p = Path(path).expanduser()
     if not p.exists():
         raise ERA5PathError(
@@ -94,7 +94,7 @@ def open_store(path: str) -> xr.Dataset:
             f"(CLI: --era5-path) or set {ENV_VAR} to where your WeatherBench2 ERA5 copy lives"
         )
     if p.is_file() and p.suffix in NETCDF_SUFFIXES:
-        return xr.open_dataset(p, chunks=NETCDF_CHUNKS)
+        return _open(xr.open_dataset, p, chunks=NETCDF_CHUNKS)
     is_zarr = any((p / f).exists() for f in (".zgroup", ".zmetadata", "zarr.json"))
     if p.is_dir() and not is_zarr:
         files = sorted(f for f in p.iterdir() if f.suffix in NETCDF_SUFFIXES)
@@ -103,11 +103,23 @@ def open_store(path: str) -> xr.Dataset:
                 f"{p} is neither a zarr store nor a netCDF file nor a folder of netCDF files; "
                 f"{FIX_HINT}"
             )
-        return xr.open_mfdataset(
-            files, chunks=NETCDF_CHUNKS, combine="by_coords", data_vars="minimal",
-            coords="minimal", compat="override", join="exact",
+        return _open(
+            xr.open_mfdataset, files, chunks=NETCDF_CHUNKS, combine="by_coords",
+            data_vars="minimal", coords="minimal", compat="override", join="exact",
         )
-    return xr.open_zarr(p, chunks={})
+    return _open(xr.open_zarr, p, chunks={})
+
+
+def _open(opener, path, **kwargs) -> xr.Dataset:
+    """``opener(path, **kwargs)``; any failure (bad metadata, no zarr group, a remote store
+    without its file system package) is an ERA5Error naming the store: one line for the CLI."""
+    try:
+        return opener(path, **kwargs)
+    except Exception as err:  # noqa: BLE001 - xarray, zarr, fsspec and netCDF raise many kinds
+        where = path if isinstance(path, str | Path) else f"{path[0].parent} ({len(path)} files)"
+        first = " ".join(str(err).split())[:300]
+        raise ERA5Error(f"cannot open the ERA5 store {where}: {type(err).__name__}: {first}; "
+                        f"{FIX_HINT}") from None
 
 
 def standard_grid(src: xr.Dataset, grid: str) -> xr.Dataset:
@@ -208,17 +220,24 @@ class ERA5World(World):
         path: the store; overrides ``$ASSIMBENCH_ERA5`` and the card's ``[source] path``.
         stats_path: a folder with FengWu's ``data_mean.npy`` / ``data_std.npy`` (69 values each);
             overrides the card's ``[stats] fengwu_dir``. Without either, statistics are computed.
+        periods: {period: "START..END"} replacing the card's (World).
+        stats_files: (mean, std) .npy files of 69 values each, physical units; override
+            ``stats_path`` (``normalise_with``: a FengWu run normalises with FengWu's files).
 
     Nothing is opened until ``prepare``, ``open`` or ``spec`` is used, so listing worlds never
     needs the store.
     """
 
+    settable_periods = True
+
     def __init__(self, name: str, card: dict, path: str | None = None,
-                 stats_path: str | None = None):
-        super().__init__(name, card)
+                 stats_path: str | None = None, periods: dict[str, str] | None = None,
+                 stats_files: tuple[str, str] | None = None):
+        super().__init__(name, card, periods)
         self.path = resolve_path(path, card)
         stats = card.get("stats", {})
         self.stats_path = str(stats_path or stats.get("fengwu_dir", "") or "")
+        self.stats_files: tuple[str, str] | None = None
         self.grid = card.get("grid", {}).get("type", "equiangular")
         channels = card.get("channels", {})
         if "names" in channels:
@@ -233,6 +252,8 @@ class ERA5World(World):
             self.channel_names = LAYOUTS[layout]
         self._ds: xr.Dataset | None = None
         self._spec: StateSpec | None = None
+        if stats_files:
+            self.normalise_with(*stats_files)
 
     # ----------------------------------------------------------------------------- World API
     def open(self) -> xr.Dataset:
@@ -257,36 +278,61 @@ class ERA5World(World):
         """Channels, grid and normalisation statistics, computed once per instance."""
         if self._spec is None:
             layout = self.layout
-            if self.stats_path:
+            if self.stats_files or self.stats_path:
                 mean, std = self._fengwu_statistics()
             else:
                 mean, std = self.compute_statistics()
             self._spec = layout.with_statistics(mean, std)
         return self._spec
 
-    def prepare(self, progress: bool = True) -> str:
-        """Validate the store (variables, levels, grid, periods); nothing is written.
+    def check(self) -> None:
+        """Variables, levels, grid and periods against the store's metadata (no data read), and
+        the statistics files when given; ERA5Error, or ConfigError for a period of the flags."""
+        from bench.worlds.era5_check import check_periods
 
-        ``progress`` is accepted for the World interface; validation reads only metadata.
-        """
+        check_periods(self, self.open()["time"].values)
+        if self.stats_files or self.stats_path:
+            self._fengwu_statistics()
+
+    def prepare(self, progress: bool = True) -> str:
+        """``check``, then read the first and last frame of each period of one level per
+        variable (era5_check.check_samples: a metadata-only store, a missing or unreadable
+        chunk, NaN fields); nothing is written. ``progress``: the World interface's."""
+        from bench.worlds.era5_check import check_samples
+
+        self.check()
         ds = self.open()
+        frames = check_samples(ds, self.layout.channels, self.periods, self.path)
         times = ds["time"].values
-        step = times[1] - times[0] if times.size > 1 else np.timedelta64(0, "ns")
-        first, last = times[0], times[-1]
-        for key, period in self.periods.items():
-            # a half-open [start, end) is covered when its last frame (end - step) is in the store
-            if period.start < first or period.end - step > last:
-                raise ERA5Error(
-                    f"the {key} period {period.start} .. {period.end} of card {self.name!r} is "
-                    f"not inside the ERA5 store {self.path}, which covers {first} .. {last}; "
-                    f"edit [periods.{key}] in the card or {FIX_HINT} that covers it"
-                )
-        hours = step / np.timedelta64(1, "h")
+        periods = ", ".join(f"{k} {self.period_text(k)}" for k in self.periods)
         return (
             f"{self.name}: ERA5 store {self.path} is valid: {len(ds.data_vars)} channels on a "
-            f"{ds.sizes['lat']}x{ds.sizes['lon']} {self.grid} grid, {times.size} times every "
-            f"{hours:g} h from {str(first)[:16]} to {str(last)[:16]}; all periods covered"
+            f"{ds.sizes['lat']}x{ds.sizes['lon']} {self.grid} grid, {times.size} times from "
+            f"{str(times[0])[:16]} to {str(times[-1])[:16]}; periods covered ({periods}), "
+            f"{frames} frames of one level per variable read back; normalisation: "
+            f"{self.normalisation}"
         )
+
+    @property
+    def normalisation(self) -> str:
+        """Where the spec's statistics come from: the files, or the store over ``stats_times``."""
+        if self.stats_files:
+            return f"files {self.stats_files[0]} and {self.stats_files[1]}"
+        if self.stats_path:
+            return f"FengWu's data_mean.npy and data_std.npy in {self.stats_path}"
+        stats = self.card.get("stats", {})
+        cap = int(stats.get("max_times", 0))
+        return (f"store statistics over the train period {self.period_text('train')} (one "
+                f"frame in {int(stats.get('time_stride', 1))}"
+                + (f", at most {cap} frames)" if cap else ")"))
+
+    def normalise_with(self, mean_path: str, std_path: str) -> None:
+        """Normalise with these files (World.normalise_with): the spec is FengWu's own. The
+        files enter the card, which caches key on: samples and fitted methods are normalised."""
+        self.stats_files = (str(mean_path), str(std_path))
+        self.card = {**self.card, "stats": {**self.card.get("stats", {}),
+                                            "files": list(self.stats_files)}}
+        self._spec = None
 
     # ----------------------------------------------------------------------------- statistics
     def stats_times(self) -> np.ndarray:
@@ -328,22 +374,7 @@ class ERA5World(World):
         return mean, std
 
     def _fengwu_statistics(self) -> tuple[np.ndarray, np.ndarray]:
-        """FengWu's release statistics, valid only for its own 69 channels in its order."""
-        folder = Path(self.stats_path).expanduser()
-        if tuple(self.channel_names) != FENGWU_CHANNELS:
-            raise ERA5Error(
-                f"FengWu statistics in {folder} describe the fengwu-69 layout; card "
-                f"{self.name!r} has {len(self.channel_names)} other channels. Drop the stats path"
-            )
-        out = []
-        for file in ("data_mean.npy", "data_std.npy"):
-            if not (folder / file).is_file():
-                raise ERA5PathError(
-                    f"no {file} in {folder}: point [stats] fengwu_dir (or stats_path=) at the "
-                    f"folder of FengWu's release that holds data_mean.npy and data_std.npy"
-                )
-            values = np.load(folder / file).astype(np.float64).reshape(-1)
-            if values.size != len(FENGWU_CHANNELS):
-                raise ERA5Error(f"{folder / file} has {values.size} values, expected 69")
-            out.append(values)
-        return out[0], out[1]
+        """The statistics files' mean and std, (69,) float64 each (era5_check)."""
+        from bench.worlds.era5_check import statistics_files
+
+        return statistics_files(self)

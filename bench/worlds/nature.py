@@ -149,8 +149,8 @@ class NatureWorld(World):
 
     STORE = "world.zarr"
 
-    def __init__(self, name: str, card: dict):
-        super().__init__(name, card)
+    def __init__(self, name: str, card: dict, periods: dict[str, str] | None = None):
+        super().__init__(name, card, periods)  # refuses periods other than the card's
         self.settings = NatureRunSettings.from_card(card)
         self.entry = cache.entry_dir("worlds", name, dataclasses.asdict(self.settings))
         self._marker: dict | None = None

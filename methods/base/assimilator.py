@@ -40,7 +40,8 @@ class TrainingContext:
         model: the forecast model (a bench.forecast.ForecastModel).
         train_truth: () -> (T, C, H, W) normalised truth of the *training period only*.
         samples: (kind, **settings) -> (N, C, H, W) cached background-error samples from the
-            training period ("nmc" or "truth_minus_forecast"; see bench/samples.py).
+            training period ("nmc", "truth_minus_forecast", or "known_prior": ``count``
+            draws U w from the known B of the known-answer check; see bench/samples.py).
         device: where training may run (the run's device).
         seed: seeds any randomness in training.
         progress: show progress bars.
@@ -91,6 +92,9 @@ class Assimilator(abc.ABC):
             ObservationWindow instead of Observations.
         analysis_fields: fields that only the analysis reads (solver settings, λ, sampling
             steps): left out of the cache key, so changing them reuses what fit() learnt.
+        keyed_when_set: fields added after fits were cached, left out of the cache key while
+            they hold their default (which reproduces the earlier fit), so earlier entries
+            stay valid; set to anything else they are part of it.
     """
 
     seed: int = 0
@@ -98,6 +102,7 @@ class Assimilator(abc.ABC):
     members: ClassVar[int] = 0
     window_hours: ClassVar[int] = 0
     analysis_fields: ClassVar[tuple[str, ...]] = ()
+    keyed_when_set: ClassVar[tuple[str, ...]] = ()
 
     # ----------------------------------------------------------------------------- lifecycle
     def fit(self, ctx: TrainingContext) -> FittedState:
@@ -114,6 +119,15 @@ class Assimilator(abc.ABC):
     def learns(self) -> bool:
         """Whether ``fit`` is overridden (the runner caches its output only then)."""
         return type(self).fit is not Assimilator.fit
+
+    def with_covariance(self, stats: dict, spec: StateSpec
+                        ) -> tuple[Assimilator, FittedState] | None:
+        """This method analysing with exactly B = U Uᵀ of ``stats`` (a statistics dict of
+        methods/common/covariance, as ``covariance.estimate`` returns), solved exactly: the
+        (method, state) to ``load``, or None when the method has no such B (default). The
+        known-prior check (bench/experiments/known_prior.py) draws background errors from that
+        B and loads its optimum, the best linear unbiased analysis, from this."""
+        return None
 
     # ----------------------------------------------------------------------------- costs
     def untrained(self, spec: StateSpec, seed: int = 0) -> FittedState:
@@ -137,12 +151,17 @@ class Assimilator(abc.ABC):
         return dataclasses.asdict(self)
 
     def cache_config(self) -> dict:
-        """The fields that determine what fit() learns: config() less analysis_fields."""
-        unknown = set(self.analysis_fields) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"{type(self).__name__}.analysis_fields names no field: "
-                            f"{sorted(unknown)}")
-        return {k: v for k, v in self.config().items() if k not in self.analysis_fields}
+        """The fields that determine what fit() learns: config() less analysis_fields and
+        less the keyed_when_set fields that hold their default."""
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        for attribute in ("analysis_fields", "keyed_when_set"):
+            unknown = set(getattr(self, attribute)) - set(fields)
+            if unknown:
+                raise TypeError(f"{type(self).__name__}.{attribute} names no field: "
+                                f"{sorted(unknown)}")
+        at_default = {k for k in self.keyed_when_set if getattr(self, k) == fields[k].default}
+        return {k: v for k, v in self.config().items()
+                if k not in self.analysis_fields and k not in at_default}
 
     def check_fields(self, checks) -> None:
         """Raise a ValueError naming the first bad hyper-parameter.

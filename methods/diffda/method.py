@@ -85,6 +85,12 @@ class DiffDA(Assimilator):
             on a 2-core machine shared with three other jobs; peak RSS 8.4 GB).
         start_stride: frames between the starts of the training forecasts (2 = every 12 h:
             ≈ 730 pairs per lead from a year).
+        training_samples: "forecast" (default: the (truth, forecast) pairs above) or
+            "known_prior": pairs (x_t, x_t + ε_i), ε_i the first ``known_prior_count`` draws
+            from the known B of bench/samples.py, x_t the training frames in turn (every
+            ``start_stride``-th, wrapping), the same pairs for every lead (known-answer check).
+        known_prior_count: N, with "known_prior" only. Both are ``keyed_when_set``: out of the
+            cache key at their defaults, so the fits cached before them keep their entries.
     Attributes (analysis):
         steps: reverse-diffusion steps (≤ 1000; their code: 300).
         jump_length, resamples: RePaint's jump length j and number of resamplings r (1 = no
@@ -108,6 +114,8 @@ class DiffDA(Assimilator):
     batch_size: int = 8
     lr: float = 1e-3
     start_stride: int = 2
+    training_samples: str = "forecast"
+    known_prior_count: int = 363
     steps: int = 40
     jump_length: int = 5
     resamples: int = 2
@@ -116,6 +124,7 @@ class DiffDA(Assimilator):
     mask_cutoff: float = 3.0
 
     analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff")
+    keyed_when_set = ("training_samples", "known_prior_count")
 
     def __post_init__(self):
         # tuples, so the method stays hashable (the harness turns JSON lists into tuples)
@@ -135,6 +144,9 @@ class DiffDA(Assimilator):
             ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
             ("lr", self.lr > 0, "> 0"),
             ("start_stride", self.start_stride >= 1, "an integer ≥ 1"),
+            ("training_samples", self.training_samples in ("forecast", "known_prior"),
+             "forecast or known_prior"),
+            ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
             ("steps", 1 <= self.steps <= 1000, "in [1, 1000]"),
             ("jump_length", 1 <= self.jump_length <= self.steps, "in [1, steps]"),
             ("resamples", self.resamples >= 1, "an integer ≥ 1 (1 = no resampling)"),
@@ -175,8 +187,15 @@ class DiffDA(Assimilator):
         truth = ctx.train_truth().to(torch.float32)
         entries = []
         for k, lead in enumerate(self.leads_hours):
-            forecasts, target_index = forecast_pairs(
-                ctx.model, truth, lead // STEP_HOURS, self.start_stride, progress=ctx.progress)
+            if self.training_samples == "known_prior":  # x̂ = x_t + ε_i, ε_i ~ N(0, B)
+                eps = ctx.samples("known_prior", count=self.known_prior_count).float()
+                target_index = (torch.arange(eps.shape[0]) * self.start_stride) % truth.shape[0]
+                forecasts = truth[target_index] + eps
+                del eps
+            else:
+                forecasts, target_index = forecast_pairs(
+                    ctx.model, truth, lead // STEP_HOURS, self.start_stride,
+                    progress=ctx.progress)
             targets = truth[target_index]
             # s: per-channel std of the training increments truth − forecast
             scale = (targets - forecasts).std(dim=(0, 2, 3)).clamp_min(1e-6)

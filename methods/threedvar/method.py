@@ -43,6 +43,10 @@ from methods.threedvar.solvers import (
 )
 
 SOLVERS = ("lbfgs", "cg")
+#: Valid values of ``ThreeDVar.training_samples`` (bench/samples.py kinds).
+TRAINING_SAMPLES = ("nmc", "known_prior")
+#: CG settings of ``with_covariance``: the exact minimum of J (residual / initial ≤ 1e-8).
+EXACT_TOLERANCE, EXACT_ITERATIONS = 1e-8, 10_000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +82,12 @@ class ThreeDVar(Assimilator):
         tolerance: stop when the gradient's max-norm (L-BFGS) or the residual's 2-norm (CG)
             has shrunk by this factor from its value at w = 0.
         history_size: L-BFGS memory.
+        training_samples: what ``fit`` estimates U from: "nmc" (default) or "known_prior"
+            (``known_prior_count`` draws from the known B of bench/samples.py: 3DVar's
+            learning curve on the known-answer check).
+        known_prior_count: the number N of known-prior draws (with "known_prior" only).
+            Both sample fields are ``keyed_when_set``: at their defaults they are left out of
+            the cache key, so the NMC fits cached before them keep their entries.
     """
 
     variance_scale: float = 0.25
@@ -89,8 +99,11 @@ class ThreeDVar(Assimilator):
     max_iterations: int = 25
     tolerance: float = 1e-4
     history_size: int = 20
+    training_samples: str = "nmc"
+    known_prior_count: int = 363
 
     analysis_fields = ("min_obs_error", "solver", "max_iterations", "tolerance", "history_size")
+    keyed_when_set = ("training_samples", "known_prior_count")
 
     def __post_init__(self):
         checks = (
@@ -102,6 +115,9 @@ class ThreeDVar(Assimilator):
             ("max_iterations", self.max_iterations >= 1, ">= 1"),
             ("tolerance", 0 < self.tolerance < 1, "in (0, 1)"),
             ("history_size", self.history_size >= 1, ">= 1"),
+            ("training_samples", self.training_samples in TRAINING_SAMPLES,
+             f"one of {TRAINING_SAMPLES}"),
+            ("known_prior_count", self.known_prior_count >= 1, ">= 1"),
         )
         self.check_fields(checks)
 
@@ -112,11 +128,22 @@ class ThreeDVar(Assimilator):
 
     # ----------------------------------------------------------------------------- lifecycle
     def fit(self, ctx: TrainingContext) -> dict:
-        """The statistics of U estimated from ctx.samples("nmc") on the CPU, with the spec's
-        "shape" and "names" (what ``load`` checks the grid against)."""
-        stats = covariance.estimate(ctx.spec, ctx.samples("nmc"), self.variance_scale,
+        """The statistics of U estimated from ctx.samples("nmc") (or the known-prior draws)
+        on the CPU, with the spec's "shape" and "names" (what ``load`` checks the grid
+        against)."""
+        samples = (ctx.samples("known_prior", count=self.known_prior_count)
+                   if self.training_samples == "known_prior" else ctx.samples("nmc"))
+        stats = covariance.estimate(ctx.spec, samples, self.variance_scale,
                                     self.eof_fraction, self.ridge, "cpu", self.balance)
         return with_layout(stats, ctx.spec)
+
+    def with_covariance(self, stats: dict, spec: StateSpec) -> tuple[ThreeDVar, dict]:
+        """This 3DVar with B = U Uᵀ of ``stats`` as its state, minimised by CG to a residual
+        of 1e-8 of the initial one (J is quadratic for a linear H: the exact analysis
+        x_b + B Hᵀ (H B Hᵀ + R)⁻¹ d up to that tolerance)."""
+        exact = dataclasses.replace(self, solver="cg", tolerance=EXACT_TOLERANCE,
+                                    max_iterations=max(self.max_iterations, EXACT_ITERATIONS))
+        return exact, with_layout(stats, spec)
 
     def load(self, state: dict, spec: StateSpec, device: torch.device | str
              ) -> ThreeDVarAnalyser:

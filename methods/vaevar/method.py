@@ -44,7 +44,7 @@ from methods.vaevar.train import train_vae
 from methods.vaevar.vae import VAE
 
 #: Valid values of ``VAEVar.training_samples``.
-TRAINING_SAMPLES = ("nmc", "truth_minus_forecast")
+TRAINING_SAMPLES = ("nmc", "truth_minus_forecast", "known_prior")
 #: The per-channel scale s of ``untrained`` states (normalised units).
 UNTRAINED_SCALE = 0.3
 
@@ -68,7 +68,13 @@ class VAEVar(Assimilator):
             code); larger values weight the KL term more and give a smoother decoder.
             σ = 0.5 / 4 reconstruct to 0.50 / 0.74 and check at 1.009 / 1.003 and
             1.033 / 0.980 (see ``lam``): neither helps.
-        training_samples: "nmc" (default) or "truth_minus_forecast" (24 h lead).
+        training_samples: "nmc" (default), "truth_minus_forecast" (24 h lead) or
+            "known_prior" (``known_prior_count`` draws from the known B of bench/samples.py,
+            for the known-answer check; ``sample_stride`` is then unused: the known B is
+            always the one of the default NMC samples, the check's).
+        known_prior_count: the number N of known-prior draws (with "known_prior" only;
+            ``keyed_when_set``: out of the cache key at its default, so earlier fits keep
+            their cache entries).
         sample_stride: 6-hourly frames between the starts of the training samples (4 = one
             sample a day, 363 from the built-in world's training year; 1 = every 6 h, 1451).
             Four times the samples (stride 1, 15 epochs: the same number of optimiser steps)
@@ -126,6 +132,7 @@ class VAEVar(Assimilator):
     recon_sigma: float = 2.0
     training_samples: str = "nmc"
     sample_stride: int = 4
+    known_prior_count: int = 363
     lam: float = 4000.0
     outer_iterations: int = 2
     inner_iterations: int = 10
@@ -136,6 +143,7 @@ class VAEVar(Assimilator):
 
     analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
                        "analysis_dtype", "subtract_offset", "odd_decoder")
+    keyed_when_set = ("known_prior_count",)
 
     def __post_init__(self):
         checks = (
@@ -153,6 +161,7 @@ class VAEVar(Assimilator):
             ("training_samples", self.training_samples in TRAINING_SAMPLES,
              f"one of {TRAINING_SAMPLES}"),
             ("sample_stride", self.sample_stride >= 1, "an integer ≥ 1"),
+            ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
             ("lam", self.lam > 0, "> 0"),
             ("outer_iterations", self.outer_iterations >= 1, "an integer ≥ 1"),
             ("inner_iterations", self.inner_iterations >= 1, "an integer ≥ 1"),
@@ -182,6 +191,8 @@ class VAEVar(Assimilator):
         shape = tuple(int(v) for v in ctx.spec.shape)
         if self.training_samples == "nmc":
             samples = ctx.samples("nmc", start_stride=self.sample_stride)
+        elif self.training_samples == "known_prior":
+            samples = ctx.samples("known_prior", count=self.known_prior_count)
         else:
             samples = ctx.samples("truth_minus_forecast", lead_hours=24,
                                   start_stride=self.sample_stride)
