@@ -26,3 +26,19 @@ def isolated_cache(tmp_path, monkeypatch):
     path = tmp_path / "cache"
     monkeypatch.setenv("ASSIMBENCH_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def release(tmp_path_factory):
+    """A tiny FengWu release folder: fengwu.onnx (138 -> 138 channels, 9 x 16) and the
+    release's two statistics files (tests/test_fengwu.py, tests/test_fengwu_setup.py)."""
+    import numpy as np
+    import tiny_onnx
+    from test_fengwu import release_stats
+
+    folder = tmp_path_factory.mktemp("release")
+    mean, std = release_stats()
+    np.save(folder / "data_mean.npy", mean)
+    np.save(folder / "data_std.npy", std)
+    tiny_onnx.export_tiny(folder / "fengwu.onnx")
+    return folder

@@ -50,6 +50,7 @@ def _cell(members: int, scale: float, seed: int) -> CellScores:
             x, mean = None, centre
         for phase in ("background", "analysis"):
             scores.score(k, phase, mean, truth, torch.zeros(SPEC.shape), weights, x)
+        scores.record(k, n_obs=0, n_points=0)  # no observations: scores of states only
     return scores
 
 

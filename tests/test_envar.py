@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from forecast_fixtures import small_spec
+from test_letkf import ensemble, grid_obs
 from threedvar_fixtures import gaussian_spec
 
 from bench.config import ObservationSettings
@@ -26,31 +27,6 @@ from methods.letkf import LETKF
 from methods.threedvar import ThreeDVar
 
 F64 = torch.float64
-
-
-def ensemble(spec: StateSpec, n: int, seed: int, spread: float = 0.5) -> Background:
-    """N members (2 history frames) with smooth random perturbations around a random mean;
-    x_b is the members' mean, as the harness hands it."""
-    g = torch.Generator().manual_seed(seed)
-    mean = torch.randn(spec.shape, generator=g)
-    eps = torch.randn(n, *spec.shape, generator=g)
-    eps = eps + eps.roll(1, -1) + eps.roll(-1, -1) + 0.5 * eps.roll(1, -2)
-    members = mean + spread * eps
-    frames = torch.stack([members - 0.1, members], dim=1)  # (N, 2, C, H, W)
-    return Background(members.mean(0), frames.mean(0), np.datetime64("2001-01-01"), 6, 0,
-                      members=frames)
-
-
-def grid_obs(spec: StateSpec, channel, point, values, sigma) -> Observations:
-    """Grid-point observations of (channel, flat point) with the given values and σ_o."""
-    _, _, w = spec.shape
-    point = np.asarray(point)
-    n = point.size
-    return Observations(
-        values=torch.as_tensor(values, dtype=F64), error_std=torch.full((n,), sigma, dtype=F64),
-        channel=torch.as_tensor(channel), flat_index=torch.as_tensor(point)[:, None],
-        weights=torch.ones(n, 1, dtype=F64), lat=np.asarray(spec.lat)[point // w],
-        lon=np.asarray(spec.lon)[point % w], grid_shape=spec.shape)
 
 
 def loaded(method: EnVar, spec: StateSpec, seed: int = 1):

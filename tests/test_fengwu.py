@@ -73,17 +73,6 @@ def random_frames(batch: int = 2, seed: int = 0) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def release(tmp_path_factory):
-    """A tiny release folder: fengwu.onnx (138 -> 138 channels, 9 x 16) and the two stats."""
-    folder = tmp_path_factory.mktemp("release")
-    mean, std = release_stats()
-    np.save(folder / "data_mean.npy", mean)
-    np.save(folder / "data_std.npy", std)
-    tiny_onnx.export_tiny(folder / "fengwu.onnx")
-    return folder
-
-
-@pytest.fixture(scope="session")
 def graph(tmp_path_factory):
     """Export one tiny graph variant per set of options, once per session."""
     folder = tmp_path_factory.mktemp("graphs")

@@ -9,9 +9,8 @@ import types
 import numpy as np
 import onnxruntime as ort
 import pytest
-import tiny_onnx
 import torch
-from test_fengwu import release_stats, world_spec
+from test_fengwu import world_spec
 from wb2_store import tiny_era5_cards, write_store
 
 from bench.cli import main
@@ -19,17 +18,6 @@ from bench.config import ForecastSettings, RunConfig
 from bench.forecast.fengwu import GPU_INSTALL, FengWu
 from bench.setup import load_model, open_world, resolved_config
 from bench.worlds.era5 import ERA5World
-
-
-@pytest.fixture(scope="module")
-def release(tmp_path_factory):
-    """FengWu's stand-in release on the tiny ONNX grid: fengwu.onnx, data_mean/std.npy."""
-    folder = tmp_path_factory.mktemp("release")
-    mean, std = release_stats()
-    np.save(folder / "data_mean.npy", mean)
-    np.save(folder / "data_std.npy", std)
-    tiny_onnx.export_tiny(folder / "fengwu.onnx")
-    return folder
 
 
 def fengwu(release, **changes) -> ForecastSettings:

@@ -75,48 +75,44 @@ def _paper_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, 
     return files
 
 
+def _three_files(stem: str, title: str, display, notes: str, numbers, colspec: str,
+                 command: str, units: str) -> dict[str, str]:
+    """``stem``.md (title, command, notes, ``display``), .tex (booktabs of ``display``), .csv
+    (``numbers`` after the command and units comments)."""
+    return {
+        f"{stem}.md": render.markdown(display, title, command, notes),
+        f"{stem}.tex": f"% {command}\n" + render.styler_latex(display, colspec),
+        f"{stem}.csv": render.csv(numbers, command, (units,)),
+    }
+
+
 def _diagnostics_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
     if not diagnostics.has_diagnostics(ds):
         return {}
-    display = diagnostics.diagnostics_table(ds, spinup)
-    units = _units(ds, diagnostics.observed_channels(ds)[0])
-    return {
-        "diagnostics.md": render.markdown(display, "Observation-space diagnostics", command,
-                                          diagnostics.diagnostics_notes(ds, spinup)),
-        "diagnostics.tex": f"% {command}\n" + render.styler_latex(display, "lll" + "r" * 9),
-        "diagnostics.csv": render.csv(diagnostics.diagnostics_numbers(ds, spinup), command,
-                                      (units,)),
-    }
+    return _three_files(
+        "diagnostics", "Observation-space diagnostics", diagnostics.diagnostics_table(ds, spinup),
+        diagnostics.diagnostics_notes(ds, spinup), diagnostics.diagnostics_numbers(ds, spinup),
+        "lll" + "r" * 9, command, _units(ds, diagnostics.observed_channels(ds)[0]))
 
 
 def _impact_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
     if not impact.has_forecasts(ds):
         return {}
-    display = impact.impact_table(ds, spinup)
-    units = _units(ds, headline_channels(ds, impact.IMPACT_CHANNELS))
-    return {
-        "forecast_impact.md": render.markdown(display, "Forecast impact: analysis age and lead "
-                                              "time gained", command,
-                                              impact.impact_notes(ds, spinup)),
-        "forecast_impact.tex": f"% {command}\n" + render.styler_latex(display,
-                                                                      "llll" + "r" * 5),
-        "forecast_impact.csv": render.csv(impact.impact_numbers(ds, spinup), command, (units,)),
-    }
+    return _three_files(
+        "forecast_impact", "Forecast impact: analysis age and lead time gained",
+        impact.impact_table(ds, spinup), impact.impact_notes(ds, spinup),
+        impact.impact_numbers(ds, spinup), "llll" + "r" * 5, command,
+        _units(ds, headline_channels(ds, impact.IMPACT_CHANNELS)))
 
 
 def _ensemble_files(ds: xr.Dataset, command: str, spinup: int | None) -> dict[str, str]:
     if not ensemble.has_ensemble_scores(ds):
         return {}
-    display = ensemble.ensemble_table(ds, spinup)
-    units = _units(ds, headline_channels(ds))
-    return {
-        "ensemble.md": render.markdown(display, "Ensemble reliability: spread/skill, CRPS and "
-                                       "rank-histogram outliers", command,
-                                       ensemble.ensemble_notes(ds, spinup)),
-        "ensemble.tex": f"% {command}\n" + render.styler_latex(display,
-                                                               "llll" + "r" * 7),
-        "ensemble.csv": render.csv(ensemble.ensemble_numbers(ds, spinup), command, (units,)),
-    }
+    return _three_files(
+        "ensemble", "Ensemble reliability: spread/skill, CRPS and rank-histogram outliers",
+        ensemble.ensemble_table(ds, spinup), ensemble.ensemble_notes(ds, spinup),
+        ensemble.ensemble_numbers(ds, spinup), "llll" + "r" * 7, command,
+        _units(ds, headline_channels(ds)))
 
 
 def write_tables(
