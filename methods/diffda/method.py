@@ -19,6 +19,13 @@ increments are spread by a kernel-weighted mean instead of kriging (mask.py); th
 error std is not used (as in DiffDA, the data are injected as if exact, softened only by the
 mask). The sampling is stochastic but reproducible: the generator is seeded from (seed, cycle).
 
+Ensemble DiffDA (analysis.py; both off by default): ``samples_per_analysis`` = K draws K
+samples z_0^(k) ~ p_θ(z_0 | x_b, observations) and analyses with their mean,
+x_a = x_b + s ⊙ (1/K) Σ_k z_0^(k) (one sample's expected squared error is twice the posterior
+variance; the K-mean's is (1 + 1/K) times it). ``members`` = N > 0 makes DiffDA an ensemble
+method: the harness forecasts each member; member n is one sample conditioned on its own
+background, x_a^(n) = x_b^(n) + s ⊙ z_0^(n) (d against x_b^(n)), and x_a = (1/N) Σ_n x_a^(n).
+
 The mask's width is the one default that departs from their code (σ = 3 grid spacings, theirs
 1.5), chosen on the validation period, never on the test period: 15-day cycles at 5 % density,
 mean over channels of the analysis RMSE in climatological std after spin-up (no assimilation
@@ -103,6 +110,14 @@ class DiffDA(Assimilator):
         mask_sigma: σ of the soft mask's Gaussian kernel in grid spacings (1.5 in their code;
             3 chosen on the validation period, see the module docstring).
         mask_cutoff: the kernel (mask and spreading) is 0 beyond mask_cutoff · σ.
+        samples_per_analysis: K ≥ 1 samples of z_0 per analysis, drawn in one batch (K × the
+            denoiser cost and activations); x_a = x_b + s ⊙ mean_k z_0^(k). 1 (default) is the
+            single-sample DiffDA; diagnostic ``sample_spread``: mean std over the K samples of
+            x_a (normalised units). Must be 1 when members > 0.
+        members: N ≥ 0 ensemble members (0, default: deterministic). N > 0: the harness hands
+            ``Background.members`` (N, history, C, H, W) and gets ``Analysis.members``
+            (N, C, H, W), one sample per member (conditioned on its background, generator
+            seeded from (seed, cycle, n)); x_a is their mean. An analysis field, as LETKF's.
     """
 
     leads_hours: tuple[int, ...] = (6, 48)
@@ -122,8 +137,11 @@ class DiffDA(Assimilator):
     eta: float = 1.0
     mask_sigma: float = 3.0
     mask_cutoff: float = 3.0
+    samples_per_analysis: int = 1
+    members: int = 0
 
-    analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff")
+    analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff",
+                       "samples_per_analysis", "members")
     keyed_when_set = ("training_samples", "known_prior_count")
 
     def __post_init__(self):
@@ -153,6 +171,12 @@ class DiffDA(Assimilator):
             ("eta", 0 <= self.eta <= 1, "in [0, 1] (1 = DDPM)"),
             ("mask_sigma", self.mask_sigma > 0, "> 0 grid spacings"),
             ("mask_cutoff", self.mask_cutoff > 0, "> 0 kernel widths"),
+            ("samples_per_analysis", _integer(self.samples_per_analysis) and
+             self.samples_per_analysis >= 1, "an integer ≥ 1"),
+            ("members", _integer(self.members) and self.members >= 0,
+             "an integer ≥ 0 (0 = deterministic)"),
+            ("samples_per_analysis", self.members == 0 or self.samples_per_analysis == 1,
+             "1 when members > 0 (each member is one sample)"),
         )
         self.check_fields(checks)
 
@@ -279,15 +303,21 @@ class DiffDA(Assimilator):
 
     def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
         """Model: the UNets' weights (float32, one per lead) + the grid's SphereTree for the
-        mask (neighbours.TREE_BYTES_PER_POINT per grid point). Analysis: the UNet's activations
-        (all of them, as if none were freed) at float32 + 12 float32 states + one chunk of the
-        mask's neighbour pairs (neighbours.chunk_bytes()). Activations are counted on the meta
+        mask (neighbours.TREE_BYTES_PER_POINT per grid point). Analysis: per sample of the
+        batch (B = members, else samples_per_analysis), the UNet's activations (all of them,
+        as if none were freed) at float32 + 12 float32 states; + one chunk of the mask's
+        neighbour pairs (neighbours.chunk_bytes()). Activations are counted on the meta
         device (methods/common/memory.py): no memory is used."""
         c, h, w = spec.shape
+        batch = max(1, members or self.members or self.samples_per_analysis)
         denoiser = self.network((c, h, w), 0)
         x = torch.zeros(1, c, h, w)
         act = activation_bytes(denoiser, (x, torch.zeros(1, dtype=torch.long), x), 4)
         return MemoryEstimate(
             parameter_bytes(denoiser, 4) * len(self.leads_hours)
             + neighbours.TREE_BYTES_PER_POINT * h * w,
-            act + 12 * 4.0 * c * h * w + neighbours.chunk_bytes())
+            batch * (act + 12 * 4.0 * c * h * w) + neighbours.chunk_bytes())
+
+
+def _integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -6,10 +6,12 @@ scheduler stay independent). The scheduler is diffusers' ``RePaintScheduler`` (L
 steps), no clipping of the predicted clean sample (increments are not in [−1, 1]).
 
 Notation (code → RePaint / DiffDA symbols):
-    z                 x_t, the current sample (scaled increment), (1, C, H, W)
-    known             x_0^known, the observed scaled increment spread to the grid (C, H, W)
-    mask              m, DiffDA's soft mask (C, H, W) in [0, 1] (1 at observed points)
-    condition         x̂, the normalised forecast the denoiser is conditioned on (C, H, W)
+    z                 x_t, the current samples (scaled increments), (B, C, H, W)
+    known             x_0^known, the observed scaled increment spread to the grid (B, C, H, W)
+    mask              m, DiffDA's soft mask (B, C, H, W) in [0, 1] (1 at observed points)
+    condition         x̂, the normalised forecast the denoiser is conditioned on (B, C, H, W)
+    B                 samples drawn together (1 for a single (C, H, W) sample; ensemble DiffDA:
+                      K samples of one x̂, or one sample per member's x̂), one generator each
     alphas_cumprod    ᾱ_t;  n = 1000 / steps is the stride between inference timesteps
     jump_length       j (RePaint "jump length");  resamples: r (RePaint "jump_n_sample")
 
@@ -69,21 +71,26 @@ def repaint_sample(
     steps: int,
     jump_length: int,
     resamples: int,
-    generator: torch.Generator,
+    generator: torch.Generator | list[torch.Generator],
 ) -> tuple[torch.Tensor, SamplingStats]:
-    """One sample of the scaled increment given the forecast and the observations.
+    """One sample of the scaled increment given the forecast and the observations, or a batch
+    of B independent samples (each with its own x̂, x_0^known, m and generator).
 
     Args:
-        denoiser: ε_θ(z_t (1, C, H, W), t (1,) long, x̂ (1, C, H, W)) -> (1, C, H, W).
+        denoiser: ε_θ(z_t (B, C, H, W), t (B,) long, x̂ (B, C, H, W)) -> (B, C, H, W).
         scheduler: a RePaintScheduler (see ``make_scheduler``); its timesteps are reset here.
-        condition: x̂ (C, H, W), the normalised forecast.
-        known: x_0^known (C, H, W), observed scaled increments spread to the grid.
-        mask: m (C, H, W) in [0, 1]; all zeros gives an unconditional sample of p(z | x̂).
+        condition: x̂ (C, H, W) or (B, C, H, W), the normalised forecast(s).
+        known: x_0^known, observed scaled increments spread to the grid, shaped as condition.
+        mask: m in [0, 1], shaped as condition; all zeros gives an unconditional sample of
+            p(z | x̂).
         steps: inference steps (≤ 1000); jump_length: j; resamples: r (1 = no resampling).
-        generator: the only source of randomness (initial noise, DDPM noise, re-noising).
+        generator: the only source of randomness (initial noise, DDPM noise, re-noising): one
+            generator, or a list of B, sample b drawing all its noise from the b-th (diffusers'
+            randn_tensor), so that a sample does not depend on the others in its batch.
 
     Returns:
-        (z_0 (C, H, W), SamplingStats).
+        (z_0 (C, H, W) or (B, C, H, W) as condition, SamplingStats); the stats count the
+        loop's batched calls (B samples each).
     """
     if not 1 <= jump_length <= steps or resamples < 1:
         raise ValueError(f"need 1 ≤ jump_length ≤ steps and resamples ≥ 1, got steps={steps}, "
@@ -92,13 +99,26 @@ def repaint_sample(
     scheduler.set_timesteps(steps, jump_length=jump_length, jump_n_sample=resamples,
                             device=device)
     stride = NUM_TRAIN_TIMESTEPS // scheduler.num_inference_steps  # n
-    x_hat, x_known, m = condition[None], known[None].to(dtype), mask[None].to(dtype)
-    z = torch.randn(x_hat.shape, generator=generator, device=device, dtype=dtype)  # x_T
+    batched = condition.ndim == 4
+    if not batched:
+        condition, known, mask = condition[None], known[None], mask[None]
+    x_hat, x_known, m = condition, known.to(dtype), mask.to(dtype)
+    batch = x_hat.shape[0]
+    if isinstance(generator, list):
+        if len(generator) != batch:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch} samples")
+        if batch == 1:
+            generator = generator[0]
+    if isinstance(generator, list):  # x_T, each sample from its own generator
+        z = torch.cat([torch.randn((1, *x_hat.shape[1:]), generator=g, device=device,
+                                   dtype=dtype) for g in generator])
+    else:
+        z = torch.randn(x_hat.shape, generator=generator, device=device, dtype=dtype)  # x_T
     calls = undos = 0
     t_last = int(scheduler.timesteps[0]) + 1
     for t in scheduler.timesteps.tolist():
         if t < t_last:
-            t_batch = torch.full((1,), t, device=device, dtype=torch.long)
+            t_batch = torch.full((batch,), t, device=device, dtype=torch.long)
             eps = denoiser(z, t_batch, x_hat)  # 1.
             z = scheduler.step(eps, t, z, x_known, m, generator=generator).prev_sample  # 2.–4.
             calls += 1
@@ -106,4 +126,5 @@ def repaint_sample(
             z = scheduler.undo_step(z, max(t_last - stride + 1, 0), generator=generator)  # 5.
             undos += 1
         t_last = t
-    return z[0], SamplingStats(denoiser_calls=calls, steps=calls, undo_steps=undos)
+    stats = SamplingStats(denoiser_calls=calls, steps=calls, undo_steps=undos)
+    return (z if batched else z[0]), stats
