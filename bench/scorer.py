@@ -159,11 +159,12 @@ class CellScores:
         self.per_channel["rmse"][k, p], self.per_channel["bias"][k, p] = r, b
         self.per_channel["acc"][k, p] = a
         if members is not None:
+            # one float64 CPU copy of the members for the three ensemble scores
+            members, truth = members.double().cpu(), truth.double().cpu()
             self.per_channel["spread"][k, p] = spread(members, self.spec, weights)
             self.per_channel["crps"][k, p] = crps(members, truth, self.spec, weights)
             if k >= self.spinup_cycles and members.shape[0] + 1 == self.ranks.shape[-1]:
-                self.ranks[p] += metrics.rank_histogram(
-                    members.double().cpu(), truth.double().cpu(), weights).numpy()
+                self.ranks[p] += metrics.rank_histogram(members, truth, weights).numpy()
                 self.rank_cycles[p] += 1
 
     def score_observations(self, k: int, obs: Observations, x_b: torch.Tensor,

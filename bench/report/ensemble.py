@@ -44,6 +44,7 @@ from bench.report.selection import (
     after_spinup,
     cells,
     diverged_seeds,
+    has_ensembles,
     headline_channels,
     members_of,
     spinup_of,
@@ -55,8 +56,7 @@ RANKS = "rank_histogram"
 
 def has_ensemble_scores(ds: xr.Dataset) -> bool:
     """Whether any cell is an ensemble with spread and CRPS recorded."""
-    return ("spread" in ds and "crps" in ds and "members" in ds
-            and bool((ds["members"] > 0).any()))
+    return has_ensembles(ds) and "crps" in ds
 
 
 def has_rank_histograms(ds: xr.Dataset) -> bool:
