@@ -12,10 +12,16 @@ Three kinds, all in normalised units, shape (N, C, H, W); one sample per start f
                           methods/common/covariance/known_prior.py. Zero-mean Gaussian, so it is
                           the distribution of x_b − x_true and of x_true − x_b alike.
 
-Starts are taken every ``start_stride`` frames of the training period (4 = one a day), so that no
-sample reads past the end of that period. Samples are cached in
-``$ASSIMBENCH_CACHE/samples/<world>-<hash>/`` keyed by the settings, the world and the forecast
-model's cache key; they are only ever computed from the training period.
+Starts are taken every ``start_stride`` frames (4 = one a day) of the sample window — the last
+``days`` days (365 by default) of ``period`` (the training period by default) — at most
+``max_samples`` of them, so that no sample reads past the window (bench/samples_forecast.py).
+Samples are cached in ``$ASSIMBENCH_CACHE/samples/<world>-<hash>/`` keyed by the settings, the
+world and the forecast model's cache key; they are only ever computed from the training period.
+
+Memory is bounded by the batch, not the period: each batch of ``batch_size`` starts reads only
+its own frames, and its samples are written to disk at once (bench/resumable.py), so a build
+killed at any point resumes with the batches it had not finished. The cached array is served
+memory-mapped (copy-on-write): reading a batch of it reads that batch from disk.
 """
 
 from __future__ import annotations
@@ -27,8 +33,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bench import cache
+from bench import cache, resumable
 from bench.forecast.base import STEP_HOURS, ForecastModel
+from bench.periods import parse_period
+from bench.samples_forecast import batch_starts, make_samples, sample_batch, sample_starts, window
+from bench.worlds.streaming import release_memory
+
+__all__ = ["KINDS", "SampleSettings", "known_prior_statistics", "load_or_make_samples",
+           "make_samples", "samples_entry"]
 
 KINDS = ("nmc", "truth_minus_forecast", "known_prior")
 SAMPLES_FILE = "samples.npy"
@@ -45,9 +57,15 @@ class SampleSettings:
             the NMC samples its U is estimated from.
         lead_hours: the forecast lead of truth − forecast samples.
         start_stride: frames between starts (4 = daily); known_prior: of its NMC samples.
-        batch_size: starts forecast together (known_prior: draws made together).
+        batch_size: starts forecast together (known_prior: draws made together): the unit of
+            memory (each batch reads only its frames) and of resumption after a kill.
         count: known_prior only: the number of draws N (the training stream's first N, so
             draws nest across N); ignored (and left out of the cache key) for other kinds.
+        period: ``START..END`` inside the training period the samples come from; "" (the
+            default): the training period.
+        days: only the last ``days`` days of ``period`` (365: a year of pairs, as NMC practice
+            uses; the built-in world's whole training year); 0: all of it.
+        max_samples: at most this many starts, evenly spread over the window; 0: no cap.
     """
 
     kind: str = "nmc"
@@ -57,12 +75,18 @@ class SampleSettings:
     start_stride: int = 4
     batch_size: int = 32
     count: int = 363
+    period: str = ""
+    days: int = 365
+    max_samples: int = 0
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown sample kind {self.kind!r}; valid kinds are {KINDS}")
-        if not (isinstance(self.count, int) and self.count >= 1):
-            raise ValueError(f"count={self.count!r} must be an integer >= 1")
+        for name, low in (("count", 1), ("start_stride", 1), ("batch_size", 1), ("days", 0),
+                          ("max_samples", 0)):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= low):
+                raise ValueError(f"{name}={value!r} must be an integer >= {low}")
         for name in ("long_hours", "short_hours", "lead_hours"):
             value = getattr(self, name)
             if value <= 0 or value % STEP_HOURS:
@@ -70,64 +94,50 @@ class SampleSettings:
         if self.long_hours <= self.short_hours:
             raise ValueError(
                 f"NMC needs long_hours > short_hours, got {self.long_hours} and {self.short_hours}")
+        if self.period:
+            try:
+                parse_period(self.period)
+            except ValueError as err:
+                raise ValueError(f"period={self.period!r}: {err} (START..END, ISO dates)"
+                                 ) from None
 
 
-def _forecast(model: ForecastModel, truth: torch.Tensor, starts: list[int], steps: int):
-    """``steps``-step forecasts from each start i (frames i−history+1 .. i): (S, C, H, W)."""
-    frames = torch.stack([truth[i - model.history + 1: i + 1] for i in starts]).to(model.device)
-    return model.rollout(frames, steps)[:, -1].cpu()
+def _train_times(world) -> np.ndarray:
+    """Valid times (T,) of the world's training period (metadata only)."""
+    return world.period("train")["time"].values
 
 
-def make_samples(
-    model: ForecastModel, truth: torch.Tensor, settings: SampleSettings, progress: bool = True
-) -> torch.Tensor:
-    """Background-error samples (N, C, H, W) from a training trajectory ``truth`` (T, C, H, W)
-    (nmc and truth_minus_forecast; known_prior samples come from ``load_or_make_samples``)."""
-    if settings.kind == "known_prior":
-        raise ValueError("known_prior samples are draws from a B, not forecasts: use "
-                         "load_or_make_samples")
-    if settings.kind == "nmc":
-        long_steps = settings.long_hours // STEP_HOURS
-        offset = (settings.long_hours - settings.short_hours) // STEP_HOURS
-        span = long_steps
-    else:
-        long_steps = settings.lead_hours // STEP_HOURS
-        offset, span = 0, long_steps
-    starts = list(range(model.history - 1, truth.shape[0] - span, settings.start_stride))
-    if not starts:
-        raise ValueError(
-            f"{settings.kind} samples need more than {span + model.history} frames, "
-            f"got {truth.shape[0]}")
-    out = []
-    batches = range(0, len(starts), settings.batch_size)
-    for k in tqdm(batches, desc=f"{settings.kind} samples", disable=not progress):
-        chunk = starts[k: k + settings.batch_size]
-        first = _forecast(model, truth, chunk, long_steps)
-        if settings.kind == "nmc":
-            second = _forecast(model, truth, [i + offset for i in chunk], long_steps - offset)
-        else:
-            second = torch.stack([truth[i + long_steps] for i in chunk])
-            first, second = second, first  # truth − forecast
-        out.append(first - second)
-    return torch.cat(out)
-
-
-def _key_settings(settings: SampleSettings) -> dict:
-    """The settings in the cache key: ``count`` only for known_prior (earlier keys unchanged)."""
+def _key_settings(settings: SampleSettings, world=None) -> dict:
+    """The settings in the cache key. Keys made before a field existed stay valid: ``count`` is
+    keyed only for known_prior; ``period`` and ``days`` enter only as the window they select,
+    and only when it is not the whole training period (``world`` given); ``max_samples`` only
+    when set (it might then thin the starts)."""
     out = dataclasses.asdict(settings)
     if settings.kind != "known_prior":
         out.pop("count")
+    for name in ("period", "days", "max_samples"):
+        out.pop(name)
+    if settings.max_samples:
+        out["max_samples"] = settings.max_samples
+    if world is not None:
+        times = _train_times(world)
+        lo, hi = window(times, settings)
+        if (lo, hi) != (0, times.size):
+            out["window"] = [str(times[lo])[:16], str(times[hi - 1])[:16]] if hi > lo else []
     return out
 
 
-def samples_entry(world, model_key: str, settings: SampleSettings):
-    key = {"settings": _key_settings(settings), "world": cache.config_hash(world.card),
+def samples_entry(world, model_key: str, settings: SampleSettings) -> Path:
+    """The cache entry of ``settings``' samples on ``world`` with the model ``model_key``
+    (reads the training period's times to resolve the sample window)."""
+    key = {"settings": _key_settings(settings, world), "world": cache.config_hash(world.card),
            "model": model_key}
     return cache.entry_dir("samples", world.name, key)
 
 
 def nmc_settings(settings: SampleSettings) -> SampleSettings:
-    """The NMC samples a known_prior U is estimated from (same lead pair, stride, batch)."""
+    """The NMC samples a known_prior U is estimated from (same lead pair, stride, batch,
+    window)."""
     return dataclasses.replace(settings, kind="nmc", count=SampleSettings.count)
 
 
@@ -141,7 +151,8 @@ def known_prior_statistics(world, model: ForecastModel, model_key: str,
 
     nmc = nmc_settings(settings)
     entry = cache.entry_dir("samples", f"{world.name}-known-prior-b", {
-        "nmc": _key_settings(nmc), "world": cache.config_hash(world.card), "model": model_key})
+        "nmc": _key_settings(nmc, world), "world": cache.config_hash(world.card),
+        "model": model_key})
 
     def build(directory: Path) -> dict:
         eps = load_or_make_samples(world, model, model_key, nmc, progress)
@@ -152,34 +163,77 @@ def known_prior_statistics(world, model: ForecastModel, model_key: str,
                                lambda e, _: cache.load_state(e / STATISTICS_FILE))
 
 
+def _forecast_batches(world, model: ForecastModel, settings: SampleSettings, folder: Path,
+                      progress: bool) -> int:
+    """Write the nmc / truth − forecast samples of ``settings`` into ``folder``'s row file,
+    skipping the batches it already holds; returns the number of samples."""
+    train = world.period("train")
+    times = train["time"].values
+    starts = sample_starts(times, settings, model.history)
+    batches = batch_starts(starts, settings.batch_size)
+    identity = {"settings": _key_settings(settings), "starts": [int(starts[0]), int(starts[-1]),
+                                                                int(starts.size)]}
+    rows = resumable.RowFile(folder, SAMPLES_FILE, (starts.size, *world.spec.shape),
+                             np.float32, identity)
+    spec = world.spec
+
+    def read(idx: np.ndarray) -> torch.Tensor:  # only this batch's frames
+        return spec.to_tensor(train.isel(time=idx))
+
+    todo = [b for b in range(len(batches)) if b not in rows.done]
+    for b in tqdm(todo, desc=f"{settings.kind} samples", disable=not progress,
+                  initial=len(batches) - len(todo), total=len(batches)):
+        eps = sample_batch(model, read, batches[b], settings)
+        rows.write(b, b * settings.batch_size, eps.numpy())
+        del eps
+        release_memory()  # or the heap creeps up batch after batch (streaming.release_memory)
+    return int(starts.size)
+
+
+def _draw_batches(world, model: ForecastModel, model_key: str, settings: SampleSettings,
+                  folder: Path, progress: bool) -> int:
+    """Write the known_prior draws ε_i = U w_i, i < count, into ``folder``'s row file, batch by
+    batch (draw i depends on i alone, so a resumed build draws exactly the missing ones)."""
+    from methods.common.covariance import BMatrix, known_prior
+
+    b = BMatrix(world.spec, known_prior_statistics(world, model, model_key, settings, progress))
+    rows = resumable.RowFile(folder, SAMPLES_FILE, (settings.count, *world.spec.shape),
+                             np.float32, {"settings": _key_settings(settings)})
+    size = settings.batch_size
+    for k in range(0, settings.count, size):
+        if k // size in rows.done:
+            continue
+        n = min(size, settings.count - k)
+        block = next(known_prior.draw_batches(b, n, known_prior.TRAIN, 0, size, first=k))
+        rows.write(k // size, k, block.cpu().numpy())
+    return settings.count
+
+
 def load_or_make_samples(
     world, model: ForecastModel, model_key: str, settings: SampleSettings, progress: bool = True
 ) -> torch.Tensor:
-    """Cached samples for (world, model, settings), computed from the training period if absent.
+    """Cached samples (N, C, H, W) float32 for (world, model, settings), computed from the
+    training period if absent, batch by batch and resumably (module docstring). The tensor is
+    backed by a copy-on-write memory map of the cached file.
 
     ``model_key`` identifies the forecast model's weights (e.g. its cache entry name).
     """
     entry = samples_entry(world, model_key, settings)
 
     def build(directory: Path) -> dict:
-        if settings.kind == "known_prior":  # ε_i = U w_i, written batch by batch
-            from methods.common.covariance import BMatrix, known_prior
-
-            b = BMatrix(world.spec, known_prior_statistics(world, model, model_key, settings,
-                                                           progress))
-            out = np.lib.format.open_memmap(directory / SAMPLES_FILE, mode="w+",
-                                            dtype=np.float32,
-                                            shape=(settings.count, *world.spec.shape))
-            known_prior.draw(b, settings.count, known_prior.TRAIN, 0, settings.batch_size, out)
-            out.flush()
-            del out
-            return {"settings": _key_settings(settings), "world": world.name,
-                    "model": model_key, "count": settings.count}
-        truth = world.spec.to_tensor(world.period("train").load())
-        samples = make_samples(model, truth, settings, progress=progress)
-        np.save(directory / SAMPLES_FILE, samples.numpy())
+        with resumable.locked(entry) as folder:
+            if cache.read_marker(entry) is not None:  # another process finished it meanwhile:
+                return {}  # build_entry keeps that entry and discards this directory
+            if settings.kind == "known_prior":
+                count = _draw_batches(world, model, model_key, settings, folder, progress)
+            else:
+                count = _forecast_batches(world, model, settings, folder, progress)
+            resumable.link_into(folder / SAMPLES_FILE, directory)
         return {"settings": dataclasses.asdict(settings), "world": world.name,
-                "model": model_key, "count": samples.shape[0]}
+                "model": model_key, "count": count}
 
-    return cache.load_or_build(
-        entry, build, lambda e, _: torch.from_numpy(np.load(e / SAMPLES_FILE)))
+    samples = cache.load_or_build(
+        entry, build,
+        lambda e, _: torch.from_numpy(np.load(e / SAMPLES_FILE, mmap_mode="c")))
+    resumable.discard(entry)
+    return samples

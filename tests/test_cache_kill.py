@@ -4,7 +4,8 @@ file — tested at each cache kind with real SIGKILLs.
 For each kind (a method's fitted state, background-error samples, the emulator, a world) a child
 Python process starts the kind's real writer with one thing patched to SIGKILL it:
 
-    data     in the middle of writing the data file (part of its bytes written and flushed);
+    data     in the middle of writing the data file (part of its bytes written and flushed;
+             samples: half a batch of rows in the partial folder, bench/resumable.py);
     marker   after the data is written, before the completion marker;
     rename   after the marker, just before the rename onto the entry name.
 
@@ -15,6 +16,7 @@ computation, and removes that temporary.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -151,8 +153,21 @@ def arm(kind: str, moment: str) -> None:
         import bench.worlds.nature as nature
 
         nature.generate = fake_generate(die_while_writing=moment == "data")
+    elif moment == "data" and kind == "samples":  # written batch by batch (bench/resumable)
+        from bench import resumable
+
+        def write(self, batch, first_row, values):
+            data = np.ascontiguousarray(values, self.dtype).tobytes()
+            with open(self.path, "r+b") as f:  # half a batch's rows, then the kill
+                f.seek(self.offset + first_row * self.row_bytes)
+                f.write(data[: len(data) // 2])
+                f.flush()
+                os.fsync(f.fileno())
+            die(f"writing {self.path.name}")
+
+        resumable.RowFile.write = write
     elif moment == "data":
-        module, name, path_arg = {"method": (cache, "save_state", 1), "samples": (np, "save", 0),
+        module, name, path_arg = {"method": (cache, "save_state", 1),
                                   "emulator": (torch, "save", 1)}[kind]
         real_save = getattr(module, name)
 
@@ -285,14 +300,23 @@ def check_rerun(kind: str, entry: Path, leftover: Path, moment: str) -> None:
     """Rerun the writer unpatched: a complete entry, equal to a direct computation."""
     data_file = {"method": cache.STATE_FILE, "samples": "samples.npy",
                  "emulator": "emulator.pt"}[kind]
-    if moment == "data":
+    partial = None
+    if moment == "data" and kind == "samples":  # the batch being written is not recorded
+        from bench import resumable
+
+        progress = resumable.partial_dir(entry) / resumable.PROGRESS
+        assert json.loads(progress.read_text())["done"] == []
+    elif moment == "data":
         partial = (leftover / data_file).stat().st_size
     got = WRITERS[kind]()
     assert_rebuilt(entry, leftover)
-    if moment == "data":
+    if partial is not None:
         assert 0 < partial < (entry / data_file).stat().st_size
     if kind == "samples":
+        from bench import resumable
+
         torch.testing.assert_close(got, direct_samples(tiny_world()), rtol=0, atol=0)
+        assert not resumable.partial_dir(entry).exists(), "removed once the entry is complete"
     elif kind == "method":
         from toy_methods import Nudge
 

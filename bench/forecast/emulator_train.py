@@ -26,8 +26,33 @@ WEIGHTS_FILE = "emulator.pt"
 
 
 def load_period(world, period: str) -> torch.Tensor:
-    """A world's period as one normalised float32 tensor (T, C, H, W)."""
-    return world.spec.to_tensor(world.period(period).load())
+    """A world's period as one normalised float32 tensor (T, C, H, W), filled chunk by chunk
+    (bench/worlds/streaming.fill): the period itself is held, never float64 copies of it.
+    Training draws random windows from the whole period every step, so the float32 period is
+    what the emulator needs in memory (the built-in world's training year: 0.8 GB)."""
+    from bench.worlds.streaming import fill
+
+    return fill(world.period(period), world.spec)
+
+
+def increment_std(data: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    """Per-channel std (C,) float32 of the 6-hour increments data[t+1] − data[t] of ``data``
+    (T, C, H, W) over time and grid (ddof 1, as torch.std): the same float32 increments as
+    ``(data[1:] − data[:-1]).std(dim=(0, 2, 3))``, reduced chunk by chunk in float64, so no
+    (T − 1)-frame array of increments is made."""
+    t, c = data.shape[:2]
+    count = (t - 1) * data.shape[2] * data.shape[3]
+
+    def increments():
+        for start in range(0, t - 1, chunk):
+            stop = min(start + chunk, t - 1)
+            yield (data[start + 1:stop + 1] - data[start:stop]).double()
+
+    mean = sum(inc.sum(dim=(0, 2, 3)) for inc in increments()) / count
+    # two passes: Σ (x − mean)² has no cancellation, Σ x² − n mean² would
+    m2 = sum((inc - mean[None, :, None, None]).square().sum(dim=(0, 2, 3))
+             for inc in increments())
+    return (m2 / (count - 1)).sqrt().float()
 
 
 def train_emulator(
@@ -44,8 +69,7 @@ def train_emulator(
     if t < need + 1:
         raise ValueError(f"training needs at least {need + 1} consecutive frames, got {t}")
     net = EmulatorNet(c, spec.lat, w, cfg, grid=spec.grid)
-    increments = data[1:] - data[:-1]
-    net.increment_std.copy_(increments.std(dim=(0, 2, 3)).clamp_min(1e-4))
+    net.increment_std.copy_(increment_std(data).clamp_min(1e-4))
     lat_w = torch.as_tensor(spec.latitude_weights(), dtype=torch.float32)[:, None]
     scale = net.increment_std[:, None, None]
 

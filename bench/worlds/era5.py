@@ -11,10 +11,12 @@ netCDF file, or a folder of netCDF files split along time):
 
 Units are already SI (geopotential in m² s⁻², msl in Pa), so values are copied, never converted.
 WeatherBench2's 0.25° stores run latitude south -> north; some coarser ones store (longitude,
-latitude) instead of (latitude, longitude). ``open()`` returns the World layout: one float32
-variable per channel (``u10 … t1000``), dims ``(time, lat, lon)``, lat north -> south, lon 0 -> 360,
-every array a lazy dask array, so a 0.25° store (≈ 287 MB per 6-hourly frame of 69 channels) is
-only read frame by frame when values are asked for.
+latitude) instead of (latitude, longitude). Grids (era5_grid.py): with both poles (0.25°, 1.5°)
+as stored; without the poles (5.625°, "64x32_equiangular") regridded on read to the Gaussian
+latitudes of the same number, where spherical-harmonic transforms are exact. ``open()`` returns
+the World layout: one float32 variable per channel (``u10 … t1000``), dims ``(time, lat, lon)``,
+lat north -> south, lon 0 -> 360, every array a lazy dask array, so a 0.25° store (≈ 287 MB per
+6-hourly frame of 69 channels) is only read frame by frame when values are asked for.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import dask
 import numpy as np
 import xarray as xr
 
@@ -122,41 +123,6 @@ def _open(opener, path, **kwargs) -> xr.Dataset:
                         f"{FIX_HINT}") from None
 
 
-def standard_grid(src: xr.Dataset, grid: str) -> xr.Dataset:
-    """Rename latitude/longitude to lat/lon, flip lat to north -> south, roll lon to 0 -> 360.
-
-    All index operations, so the data stay lazy. Raises ERA5Error for a grid the StateSpec cannot
-    describe (an "equiangular" card needs both poles, as in WeatherBench2's "with_poles" stores).
-    """
-    names = {"latitude": "lat", "longitude": "lon"}
-    src = src.rename({k: v for k, v in names.items() if k in src.dims})
-    for dim in ("time", "lat", "lon"):
-        if dim not in src.dims:
-            raise ERA5Error(f"the ERA5 store has no {dim!r} dimension (dims: {dict(src.sizes)})")
-    lat = src["lat"].values
-    if lat.size > 1 and lat[0] < lat[-1]:
-        src = src.isel(lat=slice(None, None, -1))
-        lat = lat[::-1]
-    lon = src["lon"].values % 360.0
-    if lon.size > 1 and not np.all(np.diff(lon) > 0):
-        # a -180..180 store: rotate so that 0° comes first; roll reads two contiguous slices,
-        # where sortby would gather the columns one by one
-        shift = -int(np.argmin(lon))
-        src = src.roll(lon=shift, roll_coords=True)
-        lon = np.roll(lon, shift)
-    src = src.assign_coords(lon=lon)
-    if grid == "equiangular":
-        spacing = np.diff(lat) if lat.size > 1 else np.zeros(1)
-        if not (np.isclose(lat[0], 90.0) and np.isclose(lat[-1], -90.0)
-                and np.allclose(spacing, spacing[0])):
-            raise ERA5Error(
-                f"the card says grid 'equiangular' (regular latitudes including both poles), but "
-                f"the store's {lat.size} latitudes run from {lat[0]:.4f} to {lat[-1]:.4f}; use a "
-                f"0.25° store or a WeatherBench2 '..._equiangular_with_poles_...' store"
-            )
-    return src
-
-
 def check_contents(src: xr.Dataset, channels: tuple[Channel, ...], path: str) -> None:
     """Raise ERA5Error naming every variable and pressure level the channels need but ``src``
     lacks, what the store has instead, and how to fix it."""
@@ -215,8 +181,8 @@ class ERA5World(World):
 
     Args:
         name: the card's name.
-        card: the parsed card (``[grid] type``, ``[channels]``, ``[periods.*]``, ``[stats]``,
-            ``[source] path``).
+        card: the parsed card (``[grid] type`` and ``regrid``, ``[channels]``, ``[periods.*]``,
+            ``[stats]``, ``[source] path``).
         path: the store; overrides ``$ASSIMBENCH_ERA5`` and the card's ``[source] path``.
         stats_path: a folder with FengWu's ``data_mean.npy`` / ``data_std.npy`` (69 values each);
             overrides the card's ``[stats] fengwu_dir``. Without either, statistics are computed.
@@ -239,6 +205,10 @@ class ERA5World(World):
         self.stats_path = str(stats_path or stats.get("fengwu_dir", "") or "")
         self.stats_files: tuple[str, str] | None = None
         self.grid = card.get("grid", {}).get("type", "equiangular")
+        self.regrid = card.get("grid", {}).get("regrid", "fourier")
+        # the store is part of what caches key on (the card), so an emulator or method fitted on
+        # one store (a synthetic rehearsal) is never reused on another with the same periods
+        self.card = {**self.card, "source": {**self.card.get("source", {}), "path": self.path}}
         channels = card.get("channels", {})
         if "names" in channels:
             self.channel_names = tuple(channels["names"])
@@ -260,11 +230,14 @@ class ERA5World(World):
         """All times in the StateSpec layout, lazily: float32 dask arrays, dims (time, lat, lon),
         lat north -> south (H,), lon 0 -> 360 (W,), SI units. Opened once per instance."""
         if self._ds is None:
+            from bench.worlds.era5_grid import standard_grid, to_card_grid
+
             src = standard_grid(open_store(self.path), self.grid)
             layout = StateSpec.create(
                 self.channel_names, src["lat"].values, src["lon"].values, self.grid)
             check_contents(src, layout.channels, self.path)
-            self._ds = to_state_layout(src, layout)
+            # a store without poles is regridded to Gaussian latitudes here (era5_grid.py)
+            self._ds = to_card_grid(to_state_layout(src, layout), self.grid, self.regrid)
         return self._ds
 
     @property
@@ -307,7 +280,10 @@ class ERA5World(World):
         periods = ", ".join(f"{k} {self.period_text(k)}" for k in self.periods)
         return (
             f"{self.name}: ERA5 store {self.path} is valid: {len(ds.data_vars)} channels on a "
-            f"{ds.sizes['lat']}x{ds.sizes['lon']} {self.grid} grid, {times.size} times from "
+            f"{ds.sizes['lat']}x{ds.sizes['lon']} {self.grid} grid"
+            + (f" (regridded from {ds.attrs['regridded_from']})" if "regridded_from" in ds.attrs
+               else "")
+            + f", {times.size} times from "
             f"{str(times[0])[:16]} to {str(times[-1])[:16]}; periods covered ({periods}), "
             f"{frames} frames of one level per variable read back; normalisation: "
             f"{self.normalisation}"
@@ -357,11 +333,11 @@ class ERA5World(World):
     def compute_statistics(self) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and std (physical units, shape (C,)) over the frames of
         ``stats_times`` and all grid points (plain, not area-weighted, means), std floored at
-        ``[stats] std_floor_fraction`` of the largest std of the same variable."""
-        sub = self.open().isel(time=self.stats_times()).astype(np.float64)
-        mean_ds, std_ds = dask.compute(sub.mean(), sub.std())
-        mean = np.array([float(mean_ds[n]) for n in self.channel_names])
-        std = np.array([float(std_ds[n]) for n in self.channel_names])
+        ``[stats] std_floor_fraction`` of the largest std of the same variable. Read in chunks
+        of frames into float64 accumulators (streaming.channel_moments): memory O(chunk)."""
+        from bench.worlds.streaming import channel_moments
+
+        mean, std = channel_moments(self.open(), self.channel_names, self.stats_times())
         fraction = float(self.card.get("stats", {}).get("std_floor_fraction", STD_FLOOR_FRACTION))
         std = floor_std_per_variable(self.channel_names, std, fraction)
         if not (np.all(np.isfinite(mean)) and np.all(std > 0)):
