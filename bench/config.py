@@ -18,6 +18,7 @@ import numpy as np
 from bench.obs_regime import DensityRequest
 from bench.periods import PeriodSettings
 from bench.state import StateSpec
+from bench.tuned import check_tuned
 from bench.validation import check, check_list, is_int, is_number, nested
 
 #: CycleSettings.history_update choices
@@ -270,6 +271,8 @@ class RunConfig:
         threads: torch threads on CPU.
         method_settings: non-default hyper-parameters per method, {method: {field: value}}
             (``--set vaevar.lam=40000``); every cell of that method uses them.
+        tuned: per-density settings of tuned methods, {method: {density: {field: value}}}
+            (bench/tuned.py; ``run --tuned FILE`` from ``python -m bench tune``).
         periods: the world's train / valid / test periods (None each: the card's).
         normalisation: where the world's normalisation statistics come from (file paths, or
             the store's statistics over the training period); not a setting: a run fills it in
@@ -289,6 +292,7 @@ class RunConfig:
     device: str = "auto"
     threads: int = 2
     method_settings: dict = dataclasses.field(default_factory=dict)
+    tuned: dict = dataclasses.field(default_factory=dict)
     periods: PeriodSettings = PeriodSettings()
     normalisation: str | None = None
 
@@ -317,6 +321,7 @@ class RunConfig:
             check(f"method_settings.{name}", settings, name in self.methods,
                   f"settings for a method of this run ({', '.join(self.methods)})",
                   {"methods": self.methods})
+        check_tuned(self.tuned, self.methods, self.densities, self.method_settings)
 
     def cell_observations(self, density: float, seed: int) -> ObservationSettings:
         """The observation settings of one cell."""
@@ -329,6 +334,8 @@ class RunConfig:
             d["observations"].pop(per_cell)
         if not self.density_request.asked:  # densities typed as such: config.json as before
             d.pop("density_request")
+        if not self.tuned:  # no tuned method: config.json as before
+            d.pop("tuned")
         return d
 
     def to_json(self, regimes: list[dict] | None = None) -> str:

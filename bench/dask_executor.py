@@ -60,7 +60,7 @@ def worker_setup(cfg_json: str, factory: SetupFactory) -> Setup:
 
 
 def warm_up(cfg_json: str, factory: SetupFactory) -> dict[str, str]:
-    """Build the Setup and fit every (method, seed) once, filling the shared caches (fitted
+    """Build the Setup and fit every (method, density, seed) once, filling the shared caches (fitted
     states, and the samples an initial ensemble is drawn from).
 
     A method that fails to fit is skipped here: its cells record the error themselves.
@@ -69,8 +69,8 @@ def warm_up(cfg_json: str, factory: SetupFactory) -> dict[str, str]:
     cfg = RunConfig.from_dict(json.loads(cfg_json))
     s = worker_setup(cfg_json, factory)
     for name in cfg.methods:
-        for seed in cfg.seeds:
-            method = build_method(cfg, name, seed)
+        for density, seed in ((d, i) for d in cfg.densities for i in cfg.seeds):
+            method = build_method(cfg, name, seed, density)  # tuned settings: per density
             try:
                 fitted_state(s, method, progress=False)
                 if method.members:

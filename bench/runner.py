@@ -75,8 +75,9 @@ def preflight(cfg: RunConfig) -> None:
     or built: the methods and their settings, FengWu's files, the world's card and the
     metadata of its data (an ERA5 store: variables, levels, grid, the periods)."""
     for name in cfg.methods:
-        for seed in cfg.seeds:
-            build_method(cfg, name, seed)
+        for density in cfg.densities:  # tuned settings differ per density
+            for seed in cfg.seeds:
+                build_method(cfg, name, seed, density)
     if cfg.forecast.kind == "fengwu":  # before the world, which normalises with two of them
         for field in ("fengwu_onnx", "fengwu_mean", "fengwu_std"):
             value = getattr(cfg.forecast, field)
@@ -225,7 +226,7 @@ def run_cell(cfg: RunConfig, s: Setup, out: str | Path, key: CellKey,
 def _run_cell(cfg: RunConfig, s: Setup, key: CellKey, progress: bool, log: Path
               ) -> xr.Dataset:
     method_name, density, seed = key
-    method = build_method(cfg, method_name, seed)
+    method = build_method(cfg, method_name, seed, density)
     label = cell_name(*key)
     times = s.truth.times[s.start.start_index: s.start.start_index + cfg.cycle.cycles]
     t0 = time.perf_counter()

@@ -2,7 +2,7 @@
 the first background, the climatology; and the methods, fitted through the runner's cache.
 
     s = setup(cfg)                                  world, model, truth, first background
-    method = build_method(cfg, name, seed)          the frozen hyper-parameters (--set checked)
+    method = build_method(cfg, name, seed, d)       the frozen hyper-parameters (--set, tuned)
     analyser = fit_and_load(s, method)              fit (cached atomically, bench/cache.py) → load
     start = initial_ensemble(s, cfg, seed, N)       an ensemble method's first members
 
@@ -23,6 +23,7 @@ import torch
 from bench import cache
 from bench.config import RunConfig
 from bench.cycle import FirstBackground, TruthWindow, first_background
+from bench.tuned import density_key, settings_at
 from bench.validation import ConfigError, check_method_setting
 from methods import METHODS, get_method
 from methods.base import Analyser, Assimilator, TrainingContext
@@ -40,28 +41,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_method(cfg: RunConfig, name: str, seed: int = 0) -> Assimilator:
-    """The registered method ``name`` with the run's settings for it (``--set``) and ``seed``.
+def build_method(cfg: RunConfig, name: str, seed: int = 0, density: float | None = None
+                 ) -> Assimilator:
+    """The registered method ``name`` with the run's settings for it (``--set``), at
+    ``density`` its tuned settings too (``cfg.tuned``, bench/tuned.py), and ``seed``.
 
-    Raises ConfigError naming ``method_settings.<name>.<field>`` when a field does not exist,
-    its value has the wrong type, or the method refuses it.
+    Raises ConfigError naming ``method_settings.<name>.<field>`` (or ``tuned.<name>.<density>.
+    <field>``) when a field does not exist, its value has the wrong type, or the method
+    refuses it.
     """
     if name not in METHODS:
         raise ConfigError("methods", name, f"a registered method: {', '.join(METHODS)} "
                                            "(unknown method; see `python -m bench methods`)")
     cls = get_method(name)
-    settings = dict(cfg.method_settings.get(name, {}))
+    sources = {f"method_settings.{name}": cfg.method_settings.get(name, {})}
+    tuned = None if density is None else settings_at(cfg.tuned, name, density)
+    if tuned is not None:
+        sources[f"tuned.{name}.{density_key(density)}"] = tuned
     fields = {f.name for f in dataclasses.fields(cls)} - {"seed"}
-    for field, value in settings.items():
-        where = f"method_settings.{name}.{field}"
-        if field not in fields:
-            raise ConfigError(where, value, f"a field of {cls.__name__}: "
-                                            f"{', '.join(sorted(fields))}")
-        settings[field] = check_method_setting(cls, where, field, value)
+    settings = {}
+    for prefix, given in sources.items():
+        for field, value in given.items():
+            where = f"{prefix}.{field}"
+            if field not in fields:
+                raise ConfigError(where, value, f"a field of {cls.__name__}: "
+                                                f"{', '.join(sorted(fields))}")
+            settings[field] = check_method_setting(cls, where, field, value)
     try:
         return cls(seed=seed, **settings)
     except (TypeError, ValueError) as err:
-        raise ConfigError(f"method_settings.{name}", settings, str(err)) from None
+        raise ConfigError(next(reversed(sources)), settings, str(err)) from None
 
 
 # ----------------------------------------------------------------------------- the shared part
@@ -105,11 +114,15 @@ def load_model(cfg: RunConfig, world, device: torch.device, progress: bool):
 
 
 def climatology(world, frames: int = CLIMATOLOGY_FRAMES) -> torch.Tensor:
-    """Training-period mean (C, H, W), normalised, over at most ``frames`` evenly spaced times."""
+    """Training-period mean (C, H, W) float32, normalised, over at most ``frames`` evenly spaced
+    times: a float64 sum over chunks of frames (bench/worlds/streaming.py), so memory is one
+    chunk, not ``frames`` frames (128 frames at 0.25° are 37 GB, with float64 copies ~180 GB)."""
+    from bench.worlds.streaming import mean_frame
+
     train = world.period("train")
     n = train.sizes["time"]
     idx = np.unique(np.linspace(0, n - 1, min(n, frames)).round().astype(int))
-    return world.spec.to_tensor(train.isel(time=idx)).mean(dim=0)
+    return mean_frame(train, world.spec, idx).float()
 
 
 def open_world(cfg: RunConfig):
@@ -166,11 +179,14 @@ def samples(s: Setup, kind: str = "nmc", progress: bool = True, **settings) -> t
 
 
 def training_context(s: Setup, method: Assimilator, progress: bool) -> TrainingContext:
-    """What ``method.fit`` may learn from: the training period only."""
+    """What ``method.fit`` may learn from: the training period only (``train_truth``: filled
+    chunk by chunk, without float64 copies of the whole period)."""
+    from bench.forecast.emulator_train import load_period
+
     world, spec = s.world, s.world.spec
     return TrainingContext(
         spec=spec, model=s.model,
-        train_truth=lambda: spec.to_tensor(world.period("train").load()),
+        train_truth=lambda: load_period(world, "train"),
         samples=lambda kind="nmc", **kw: samples(s, kind, progress, **kw),
         device=s.device, seed=method.seed, progress=progress)
 

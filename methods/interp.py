@@ -107,6 +107,11 @@ class Interpolation(Assimilator):
     smoothing: float = 0.0
     normalisation: str = "observations"
 
+    #: ``python -m bench tune``'s grid (Assimilator.tuning_grid): L from about the grid spacing
+    #: to a third of the sparsest networks' spacing; the best L shrinks as the observations get
+    #: denser, so it is chosen per density.
+    tuning_grid = {"length_scale_km": (350.0, 500.0, 700.0, 1000.0, 1400.0, 2000.0)}
+
     def __post_init__(self):
         checks = (
             ("length_scale_km", self.length_scale_km > 0, "a positive distance in km"),

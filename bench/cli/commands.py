@@ -21,7 +21,8 @@ from bench.cli.flags import (
     flag_message,
     settings_from_args,
 )
-from bench.cli.parser import parse_command_line
+from bench.cli.parser import parse_command_line, samples_flags
+from bench.cli.tune import apply_tuned, cmd_tune
 from bench.report.tables import HEADLINE
 from bench.validation import ConfigError
 
@@ -148,29 +149,52 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     from bench.samples import SampleSettings
 
     cfg = config_from_args(args)
-    with bad_input():  # SampleSettings raises plain ValueErrors
+    try:
         settings = settings_from_args(args, SampleSettings)
+    except (ValueError, TypeError) as err:  # SampleSettings: "field=value must be ..."
+        flags = {flag.field: flag.name for flag in samples_flags()}
+        field = str(err).split("=", 1)[0]
+        raise UsageError(f"{flags[field]}: {err}" if field in flags else str(err)) from None
 
     import torch
 
     from bench.forecast.emulator_train import emulator_entry, load_or_train
     from bench.samples import load_or_make_samples
+    from bench.samples_forecast import window
     from bench.setup import open_world
 
     with bad_input():
         world = open_world(cfg)
+    if settings.kind != "known_prior":  # before the emulator is trained or loaded
+        with bad_input("--sample-period: "):
+            window(world.period("train").time.values, settings)
     torch.set_num_threads(cfg.threads)
     model, _ = load_or_train(world, progress=not args.quiet)
     key = emulator_entry(world, model.config).name
     samples = load_or_make_samples(world, model, key, settings, progress=not args.quiet)
     spec = world.spec
-    std = samples.std(dim=(0, 2, 3)).double() * torch.tensor(spec.std)
+    std = _channel_std(samples) * torch.tensor(spec.std)
     print(f"{samples.shape[0]} {settings.kind} samples of shape {tuple(samples.shape[1:])} "
           f"from the training period of {world.name}")
     for name in HEADLINE:
         i = spec.index(name)
         print(f"  {name:>5}: std {float(std[i]):.4g} {spec.channels[i].units}")
     return 0
+
+
+def _channel_std(samples, batch: int = 32):
+    """Per-channel std (C,) float64 of samples (N, C, H, W), in float64 sums over ``batch``
+    samples at a time: the samples may be a memory map larger than memory."""
+    import torch
+
+    total = torch.zeros(samples.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, samples.shape[0], batch):
+        block = samples[start:start + batch].double()
+        total += block.sum(dim=(0, 2, 3))
+        squares += block.square().sum(dim=(0, 2, 3))
+    n = samples.shape[0] * samples.shape[2] * samples.shape[3]
+    return ((squares - total.square() / n) / max(n - 1, 1)).clamp_min(0).sqrt()
 
 
 def _report(ds, out, command: str) -> None:
@@ -197,6 +221,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     """Every check first (flags, config, methods and --set values, world card, FengWu files,
     --out, executor flags: ``preflight`` once), then the grid."""
     cfg = config_from_args(args)  # before the harness is imported: the flags alone first
+    if args.tuned is not None:  # per-density settings of `bench tune` (bench/cli/tune.py)
+        cfg = apply_tuned(cfg, args.tuned)
 
     from bench import runner
     from bench.setup import resolved_config
@@ -238,6 +264,8 @@ def _cmd_methods(args: argparse.Namespace) -> int:
         print(f"{name:>8}  {cls.__name__}: {doc}")
         settings = {k: v for k, v in cls().config().items() if k != "seed"}
         print(f"{'':>10}settings: {settings}")
+        if cls.tuning_grid:  # what `python -m bench tune` tries (methods/base tuning_grid)
+            print(f"{'':>10}tuning grid: {dict(cls.tuning_grid)}")
         needs = [f"{k} {getattr(cls, k)}" for k in ("members", "window_hours")
                  if getattr(cls, k, 0)]
         if needs:
@@ -322,7 +350,7 @@ COMMANDS = {
     "worlds": _cmd_worlds, "prepare": _cmd_prepare, "train": _cmd_train,
     "samples": _cmd_samples, "run": _cmd_run, "single_obs": cmd_single_obs,
     "tables": _cmd_tables, "compare": _cmd_compare, "timing": _cmd_timing,
-    "methods": _cmd_methods, "check": cmd_check, "presets": _cmd_presets,
+    "methods": _cmd_methods, "check": cmd_check, "presets": _cmd_presets, "tune": cmd_tune,
 }
 
 

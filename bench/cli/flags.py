@@ -395,4 +395,5 @@ FLAGLESS = {
     "observations.channels": "observed channels: no flag until preflight checks the names "
                              "against the world's channels",
     "normalisation": "filled in by the run from the world and the model (recorded, not set)",
+    "tuned": "per-density method settings, read from --tuned FILE (bench/cli/tune.py)",
 }

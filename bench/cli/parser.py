@@ -6,9 +6,9 @@ to resume, how quiet to be — are plain argparse flags here. Each subparser nam
 (``handler=…``) and its table (``flags=…``), which the commands read their settings from and
 errors are translated with.
 
-``run --preset NAME`` (bench/cli/presets.py) is read in two passes (``parse_command_line``):
-the first finds the name, the second parses again with the preset's flags as the defaults, so
-a flag on the command line overrides the preset's value.
+``run --preset NAME`` (and ``tune --preset NAME``; bench/cli/presets.py) is read in two
+passes (``parse_command_line``): the first finds the name, the second parses again with the
+preset's flags as the defaults, so a flag on the command line overrides the preset's value.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from bench.cli.flags import (
     UsageError,
 )
 from bench.cli.presets import PRESET_FLAG, Preset, list_presets, load_preset, merge_set
+from bench.cli.tune import TUNE_FLAGS
+from bench.cli.tune import add_flags as add_tune_flags
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -67,7 +69,7 @@ def _timing_flags() -> tuple[Flag, ...]:
     )
 
 
-def _samples_flags() -> tuple[Flag, ...]:
+def samples_flags() -> tuple[Flag, ...]:
     from bench.samples import KINDS, SampleSettings
 
     return (WORLD, ERA5_PATH, *PERIODS, THREADS,
@@ -76,6 +78,16 @@ def _samples_flags() -> tuple[Flag, ...]:
             Flag("--lead-hours", "lead_hours", "lead of truth - forecast samples",
                  root=SampleSettings),
             Flag("--count", "count", "number of known_prior draws (U w from 3DVar's B)",
+                 root=SampleSettings),
+            Flag("--start-stride", "start_stride", "frames between forecast starts (4 = daily)",
+                 root=SampleSettings),
+            Flag("--batch-size", "batch_size", "starts forecast together: the unit of memory "
+                 "and of resumption after a kill", root=SampleSettings),
+            Flag("--sample-period", "period", "START..END inside the training period the "
+                 "samples come from (default: the training period)", root=SampleSettings),
+            Flag("--sample-days", "days", "only the last N days of that window (0: all of it)",
+                 root=SampleSettings),
+            Flag("--max-samples", "max_samples", "at most N starts, evenly spread (0: no cap)",
                  root=SampleSettings))
 
 
@@ -92,8 +104,10 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
         SET.with_(help="a method hyper-parameter (repeatable), e.g. --set vaevar.epochs=30; "
                        "trains the configuration `run --set ...` would use"))),
     "samples": ("build background-error samples from the training period", "samples",
-                _samples_flags),
+                samples_flags),
     "run": ("cycle methods through identical forecast cycles", "run", RUN),
+    "tune": ("choose each method's settings per density on the validation period (equal "
+             "budget per method), for run --tuned", "tune", TUNE_FLAGS),
     "single-obs": ("increments from one observation, per method", "single_obs", (
         METHODS.with_(default=None, help="comma list of methods to compare (required)"),
         WORLD, ERA5_PATH, *PERIODS,
@@ -118,6 +132,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
                 "presets", ()),
 }
 
+#: commands that take ``--preset`` (``tune --preset paper-regimes``: that grid's densities)
+PRESET_COMMANDS = ("run", "tune")
 #: commands whose default flags differ from the config's on purpose (tests/test_cli.py)
 OWN_DEFAULTS = {"single-obs": {"--methods"}, "check": {"--methods", "--density"},
                 "timing": {"--threads"}}
@@ -126,7 +142,7 @@ OWN_DEFAULTS = {"single-obs": {"--methods"}, "check": {"--methods", "--density"}
 def build_parser(command: str | None = None, preset: Preset | None = None) -> OneLineParser:
     """The parser; with ``command``, only that command's flags are built (``timing``'s table
     imports every method), the others are listed by name. None builds them all. ``preset``
-    (``run`` only): its flags become the defaults of ``run``'s."""
+    (``PRESET_COMMANDS`` only): its flags become the defaults of that command's."""
     parser = OneLineParser(
         prog="python -m bench",
         description="assimbench: compare data-assimilation methods on identical forecast cycles.",
@@ -142,7 +158,7 @@ def build_parser(command: str | None = None, preset: Preset | None = None) -> On
             flag.add_to(p)
         p.set_defaults(flags=flags)
         _plain_flags(name, p)
-        if preset is not None and name == "run":
+        if preset is not None and name in PRESET_COMMANDS:
             p.set_defaults(**_preset_defaults(preset, flags))
     return parser
 
@@ -190,7 +206,7 @@ def _preset_help(flags: Sequence[Flag]) -> str:
 
 def _plain_flags(name: str, p: argparse.ArgumentParser) -> None:
     """The flags that are not config: what to act on, where to write, how to report."""
-    out = {"run": "results/run", "single-obs": "results/single-obs",
+    out = {"run": "results/run", "tune": "results/tune", "single-obs": "results/single-obs",
            "check": "results/analysis-check", "timing": "results/timing/run"}
     if name == "worlds":
         p.add_argument("-v", "--verbose", action="store_true", help="also print each description")
@@ -206,9 +222,10 @@ def _plain_flags(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--out", required=True, help="folder for comparison.{md,csv,tex}")
     if name in out:
         p.add_argument("--out", default=out[name], help=f"output folder (default: {out[name]})")
-    if name == "run":
+    if name in PRESET_COMMANDS:
         p.add_argument(PRESET_FLAG, default=None, metavar="NAME",
                        help=_preset_help(p.get_default("flags")))
+    if name == "run":
         p.add_argument("--resume", action="store_true", help="continue an interrupted run")
         p.add_argument("--executor", default="local", choices=("local", "dask"),
                        help="where cells run: local (this process) or dask (a Dask cluster)")
@@ -216,5 +233,6 @@ def _plain_flags(name: str, p: argparse.ArgumentParser) -> None:
                        help="address of a running dask scheduler, e.g. tcp://host:8786")
         p.add_argument("--dask-workers", type=int, default=None,
                        help="start a local Dask cluster of N worker processes instead")
-    if name in ("prepare", "train", "samples", "run", "single-obs", "check", "timing"):
+    add_tune_flags(name, p)
+    if name in ("prepare", "train", "samples", "run", "tune", "single-obs", "check", "timing"):
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

@@ -21,12 +21,16 @@ from bench import store
 from bench.report.selection import HEADLINE, headline_channels
 from bench.report.skill import skill_numbers
 from bench.report.timing import timing_numbers
+from bench.tuned import settings_at
 
 
-def settings_label(config: dict, method: str) -> str:
-    """The run's non-default settings of ``method`` as ``a=1, b=2`` ("defaults" if none)."""
-    settings = config.get("method_settings", {}).get(method, {})
-    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items())) or "defaults"
+def settings_label(config: dict, method: str, density: float | None = None) -> str:
+    """The run's non-default settings of ``method`` as ``a=1, b=2`` ("defaults" if none);
+    "tuned: a=1" for a method the run tuned at ``density`` (``run --tuned``, bench/tuned.py)."""
+    tuned = None if density is None else settings_at(config.get("tuned", {}), method, density)
+    settings = config.get("method_settings", {}).get(method, {}) | (tuned or {})
+    text = ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
+    return f"tuned: {text}" if tuned is not None else text or "defaults"
 
 
 def compare_runs(runs: list[str | Path], channels: tuple[str, ...] = HEADLINE) -> pd.DataFrame:
@@ -52,7 +56,8 @@ def compare_runs(runs: list[str | Path], channels: tuple[str, ...] = HEADLINE) -
         merged = skill.merge(timing, on=["method", "density"])
         for _, r in merged.iterrows():
             row = {"run": run.name, "method": r["method"],
-                   "settings": settings_label(config, r["method"]), "density": r["density"],
+                   "settings": settings_label(config, r["method"], r["density"]),
+                   "density": r["density"],
                    "status": r["status"], "diverged_cycle": r["diverged_cycle"]}
             row.update({f"{c}_analysis": r[f"{c}_analysis_mean"] for c in chans})
             row.update(median_seconds=r["median_seconds"], p90_seconds=r["p90_seconds"],

@@ -59,9 +59,13 @@ from bench.report.render import provenance, styler_latex
 from bench.report.selection import (
     diverged_seeds,
     headline_channels,
+    method_label,
     observation_regimes,
     regime_note,
+    settings_kind,
     spinup_of,
+    tuned_note,
+    tuned_of,
 )
 from bench.report.statistics import mean_interval
 
@@ -86,7 +90,8 @@ def paper_numbers(ds: xr.Dataset, phase: str = "analysis",
     ar1_low, ar1_high, phi, n_eff (the AR(1)-corrected t interval, always), root_mean_mse
     (WeatherBench2's convention), best, not_worse (the deciding paired interval with the best
     includes 0; true for the best), diff_low, diff_high (that interval of method − best),
-    diff_ar1_low, diff_ar1_high, diff_phi (its AR(1) interval and the φ of the difference).
+    diff_ar1_low, diff_ar1_high, diff_phi (its AR(1) interval and the φ of the difference);
+    settings ("tuned" or "default") last when the run tuned any method.
     """
     spinup = spinup_of(ds, spinup_cycles)
     rows = []
@@ -118,7 +123,11 @@ def paper_numbers(ds: xr.Dataset, phase: str = "analysis",
                "interval", "ci_low", "ci_high", "ar1_low", "ar1_high", "phi", "n_eff",
                "root_mean_mse", "best", "not_worse", "diff_low", "diff_high", "diff_ar1_low",
                "diff_ar1_high", "diff_phi"]
-    return pd.DataFrame(rows, columns=columns)
+    table = pd.DataFrame(rows, columns=columns)
+    if tuned_of(ds):
+        table["settings"] = [settings_kind(ds, m, d) for m, d in zip(
+            table["method"], table["density"], strict=True)]
+    return table
 
 
 def _label(ds: xr.Dataset, column: str, style: str = "unicode") -> str:
@@ -151,6 +160,7 @@ def paper_display(ds: xr.Dataset, phase: str = "analysis", spinup_cycles: int | 
     labels = pd.MultiIndex.from_tuples([(_density_label(ds, d), _label(ds, c, style))
                                         for d, c in keys], names=["", "method"])
     table.columns, bold.columns = labels, labels
+    table.index = bold.index = pd.Index([method_label(ds, m) for m in methods])
     table.index.name = bold.index.name = None
     return table, bold
 
@@ -193,7 +203,15 @@ def paper_caption(ds: xr.Dataset, phase: str = "analysis",
             f"half-width of its 95 % interval ({_interval_words(ds)}). Bold: the lowest in its "
             f"column; {DAGGER}: not significantly worse than it (the 95 % interval of the paired "
             f"per-cycle difference, {_interval_words(ds)}, includes 0). channel mean: "
-            f"normalised, dimensionless. {regimes_sentence(ds)}").strip()
+            f"normalised, dimensionless. {regimes_sentence(ds)}{_tuned_words(ds)}").strip()
+
+
+def _tuned_words(ds: xr.Dataset) -> str:
+    """The caption's sentence on "(tuned)" rows ("" for an untuned run)."""
+    if not tuned_of(ds):
+        return ""
+    return (" (tuned): settings chosen per density on the validation period (python -m bench "
+            "tune); the other rows use default settings.")
 
 
 def _same_for_every_seed(numbers: pd.DataFrame) -> list[str]:
@@ -221,6 +239,7 @@ def paper_notes(ds: xr.Dataset, phase: str = "analysis",
         "tables/skill.md has all of them.",
         drift_note(others["diff_phi"], "comparisons with the best", ds.sizes["seed"]),
         regime_note(ds),
+        tuned_note(ds),
         convention_note("the CSV has it as root_mean_mse"),
         provenance(ds),
     ] if line)

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 
 from bench.scorer import REGIME_COORDS, select_cell
+from bench.tuned import DEFAULT, TUNED, kind_at
 
 #: Channels reported in the skill table, in this order (those missing from a Dataset are skipped).
 HEADLINE = ("z500", "t850", "q700", "u850", "t2m", "u10", "msl")
@@ -125,3 +126,41 @@ def regime_note(ds: xr.Dataset) -> str:
         text += (" This metrics.nc records neither and names no world with a card: they show "
                  "as —.")
     return text
+
+
+# ----------------------------------------------------------------------------- tuned settings
+def tuned_of(ds: xr.Dataset) -> dict:
+    """The run's per-density tuned settings (config.json's ``tuned``, bench/tuned.py; ``{}``
+    for an untuned run or a file without a config)."""
+    try:
+        return dict(json.loads(ds.attrs.get("config", "{}")).get("tuned", {}))
+    except (ValueError, AttributeError):
+        return {}
+
+
+def settings_kind(ds: xr.Dataset, method: str, density: float) -> str:
+    """"tuned" when the cell ran with settings of ``bench tune``, else "default"."""
+    return kind_at(tuned_of(ds), method, density)
+
+
+def method_label(ds: xr.Dataset, method: str, density: float | None = None) -> str:
+    """A row's method as tables show it: "3dvar (tuned)" when tuned (at ``density``, or at
+    any density of the run when None), else the name alone."""
+    tuned = tuned_of(ds)
+    densities = [float(d) for d in ds["density"].values] if density is None else [density]
+    return f"{method} ({TUNED})" if any(kind_at(tuned, method, d) == TUNED
+                                        for d in densities) else method
+
+
+def tuned_note(ds: xr.Dataset) -> str:
+    """The notes' sentence on tuned rows and their values ("" for an untuned run)."""
+    tuned = tuned_of(ds)
+    if not tuned:
+        return ""
+    values = "; ".join(
+        f"{method} at {float(key):g}: " + (", ".join(f"{k}={v}" for k, v in s.items())
+                                           or "its defaults")
+        for method, by_density in tuned.items() for key, s in by_density.items())
+    return (f"({TUNED}): settings chosen per density on the validation period by `python -m "
+            f"bench tune` (the same grid budget for every method), then frozen for these "
+            f"cycles: {values}. Other rows: {DEFAULT} settings (and the run's --set values).")

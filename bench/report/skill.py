@@ -51,9 +51,13 @@ from bench.report.selection import (
     has_ensembles,
     headline_channels,
     members_of,
+    method_label,
     observation_regimes,
     regime_note,
+    settings_kind,
     spinup_of,
+    tuned_note,
+    tuned_of,
 )
 from bench.scorer import PHASES, select_cell
 
@@ -80,7 +84,7 @@ def skill_numbers(
 
     One row per (method, density) in the Dataset's order, columns::
 
-        method, density, obs_columns, obs_spacing_km, [members,] obs_points, status,
+        method, density, [settings,] obs_columns, obs_spacing_km, [members,] obs_points, status,
         diverged_cycle, n_values,
         <channel>_background_mean, <channel>_background_std,
         <channel>_analysis_mean, <channel>_analysis_std, ...   (each headline channel)
@@ -90,7 +94,8 @@ def skill_numbers(
     them; std is the sample standard deviation, ddof=1) of the latitude-weighted RMSE, in the
     Dataset's units. ``obs_columns`` and ``obs_spacing_km`` [km]: the density's observed
     columns per cycle and their mean spacing (``selection.observation_regimes``; NaN when
-    unknown). ``obs_points`` is the median number of observed grid points per cycle (all
+    unknown). ``settings`` ("tuned" or "default", bench/tuned.py) appears when the run tuned
+    any method. ``obs_points`` is the median number of observed grid points per cycle (all
     cycles and seeds). A row whose cell diverged for any seed has status "diverged",
     ``diverged_cycle`` the earliest cycle at which one did, and NaN skill: surviving seeds alone
     would compare methods on different samples. ``members`` (ensemble size, 0: deterministic)
@@ -103,11 +108,14 @@ def skill_numbers(
     if has_ensembles(ds):
         scores[SPREAD] = after_spinup(ds["spread"].sel(channel=chans), spinup)
     regimes, _ = observation_regimes(ds)
+    tuned = bool(tuned_of(ds))
     rows = []
     for method, density in cells(ds):
         diverged = diverged_seeds(ds, method, density)
-        row: dict = {"method": method, "density": density, "obs_columns": regimes[density][0],
-                     "obs_spacing_km": regimes[density][1]}
+        row: dict = {"method": method, "density": density}
+        if tuned:
+            row["settings"] = settings_kind(ds, method, density)
+        row.update(obs_columns=regimes[density][0], obs_spacing_km=regimes[density][1])
         if "members" in ds:
             row["members"] = members_of(ds, method, density)
         row.update({
@@ -154,8 +162,10 @@ def skill_table(
     (cycle k)" for a cell that diverged, "—" for a deterministic method's spread.
     """
     numbers = skill_numbers(ds, spinup_cycles, channels)
+    labels = [method_label(ds, m, d) for m, d in zip(numbers["method"], numbers["density"],
+                                                     strict=True)]
     table = pd.DataFrame(dict(zip(ROW_COLUMNS, (
-        numbers["method"], [format_density(d) for d in numbers["density"]],
+        labels, [format_density(d) for d in numbers["density"]],
         [format_columns(v) for v in numbers["obs_columns"]],
         [format_km(v) for v in numbers["obs_spacing_km"]]), strict=True)))
     for channel, key, label in skill_columns(ds, headline_channels(ds, channels)):
@@ -222,7 +232,7 @@ def skill_notes(ds: xr.Dataset, spinup_cycles: int | None = None, channels=None)
         shown = pretty_units(display_units(units)[0])
         lines.append(f"Channels stored in {pretty_units(units)} are shown in {shown} "
                      f"(the CSV keeps {units}).")
-    lines.append(provenance(ds))
+    lines += [line for line in (tuned_note(ds), provenance(ds)) if line]
     diverged = [(m, d, *s) for m, d in cells(ds) for s in diverged_seeds(ds, m, d)]
     if diverged:
         runs = [f"- {m}, density {d:g}, seed {s}: cycle {k}" + (f" ({r})" if r else "")
@@ -246,7 +256,8 @@ def format_skill_for_terminal(ds: xr.Dataset, spinup_cycles: int | None = None,
     """
     numbers = skill_numbers(ds, spinup_cycles, channels)
     chans = headline_channels(ds, channels)
-    table = pd.DataFrame({"method": numbers["method"],
+    table = pd.DataFrame({"method": [method_label(ds, m, d) for m, d in zip(
+                              numbers["method"], numbers["density"], strict=True)],
                           "density": [format_density(d) for d in numbers["density"]]})
     background, analysis = PHASES
     for channel in chans:

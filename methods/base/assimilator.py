@@ -95,6 +95,10 @@ class Assimilator(abc.ABC):
         keyed_when_set: fields added after fits were cached, left out of the cache key while
             they hold their default (which reproduces the earlier fit), so earlier entries
             stay valid; set to anything else they are part of it.
+        tuning_grid: {field: candidate values}, the small grid ``python -m bench tune`` tries
+            (every combination; the default setting is always tried too) on the validation
+            period, per density. Fields of ``analysis_fields`` (or any field of a method that
+            learns nothing), so tuning never refits; empty: nothing to tune.
     """
 
     seed: int = 0
@@ -103,6 +107,7 @@ class Assimilator(abc.ABC):
     window_hours: ClassVar[int] = 0
     analysis_fields: ClassVar[tuple[str, ...]] = ()
     keyed_when_set: ClassVar[tuple[str, ...]] = ()
+    tuning_grid: ClassVar[dict[str, tuple]] = {}
 
     # ----------------------------------------------------------------------------- lifecycle
     def fit(self, ctx: TrainingContext) -> FittedState:

@@ -46,6 +46,21 @@ but that bias is a symptom, not the cause: removing each analysis's area-mean v 
 removes the bias and the cycles diverge as before (v, u and q500 at ≈ 3 std by cycle 34). The
 cause is not yet known. Their σ is ``--set diffda.mask_sigma=1.5``.
 
+The injection, not the prior, fails at 1 % (``denoiser="exact_gaussian"``: the exact E[ε | z_t]
+of a spectrally diagonal Gaussian fitted to the same increments, exact_denoiser.py). With it the
+15-day test cycles diverge at cycle 31 (learned ε_θ: 33) and give 0.663 at 5 % (learned 0.662).
+Why (validation period, 48 h backgrounds, 1 %): RePaint re-applies the blend m ⊙ known +
+(1 − m) ⊙ unknown at every reverse step, and where the prior passes the signal the unknown part
+follows x_t, so it converges to the known value: m_eff ≈ 1 − (1 − m)^N (tests/test_diffda_exact.py).
+The analysis increment is then the spread field v itself (slope 1.00 where m > 0.1, both
+priors), a plateau out to 3σ around each observation: 45 % of the globe at 1 %, correlated 0.06
+with the true error where 0.1 < m ≤ 0.5. One analysis raises the error (ratio 1.20; learned
+1.19; v ⊙ m alone 1.05; the exact prior's own posterior mean 0.986), whatever the steps (100/5/5),
+η (0) or sample count (K = 8). With σ = 0.5 (the prior spreads) the ratio is 1.016 and 15
+validation days do not diverge (learned ε_θ: cycle 54) but are worse than none (0.971 vs
+0.785; 3DVar 0.542); with K = 8 samples 0.792: one sample's noise was most of that gap, and
+this univariate prior's own posterior mean gains only 1.4 % per analysis at 1 %.
+
 Lifecycle: ``fit`` trains one denoiser per lead and returns their weights and scales
 (``state_from`` builds the same dict from denoisers trained elsewhere); ``load`` rebuilds them
 on the analysis device for the ``DiffDAAnalyser`` (analysis.py), which samples.
@@ -62,6 +77,7 @@ from bench.state import StateSpec
 from methods.base import Assimilator, MemoryEstimate, TrainingContext
 from methods.common import neighbours
 from methods.common.memory import activation_bytes, parameter_bytes
+from methods.diffda import exact_denoiser as exact
 from methods.diffda.analysis import DiffDAAnalyser
 from methods.diffda.denoiser import ConditionalDenoiser
 from methods.diffda.sampler import make_scheduler
@@ -98,6 +114,10 @@ class DiffDA(Assimilator):
             ``start_stride``-th, wrapping), the same pairs for every lead (known-answer check).
         known_prior_count: N, with "known_prior" only. Both are ``keyed_when_set``: out of the
             cache key at their defaults, so the fits cached before them keep their entries.
+        denoiser: "learned" (default: the UNet ε_θ above) or "exact_gaussian": no network; ε̂
+            is the exact E[ε | z_t] of a spectrally diagonal Gaussian prior of z_0 fitted to
+            the same training increments (λ per channel and total wavenumber;
+            exact_denoiser.py), to separate the prior from the injection. ``keyed_when_set``.
     Attributes (analysis):
         steps: reverse-diffusion steps (≤ 1000; their code: 300).
         jump_length, resamples: RePaint's jump length j and number of resamplings r (1 = no
@@ -131,6 +151,7 @@ class DiffDA(Assimilator):
     start_stride: int = 2
     training_samples: str = "forecast"
     known_prior_count: int = 363
+    denoiser: str = "learned"
     steps: int = 40
     jump_length: int = 5
     resamples: int = 2
@@ -142,7 +163,10 @@ class DiffDA(Assimilator):
 
     analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff",
                        "samples_per_analysis", "members")
-    keyed_when_set = ("training_samples", "known_prior_count")
+    keyed_when_set = ("training_samples", "known_prior_count", "denoiser")
+    #: ``python -m bench tune``'s grid: the observation mask's width (grid lengths) and the
+    #: sampling steps.
+    tuning_grid = {"mask_sigma": (0.5, 1.5, 3.0, 6.0), "steps": (40, 80)}
 
     def __post_init__(self):
         # tuples, so the method stays hashable (the harness turns JSON lists into tuples)
@@ -165,6 +189,8 @@ class DiffDA(Assimilator):
             ("training_samples", self.training_samples in ("forecast", "known_prior"),
              "forecast or known_prior"),
             ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
+            ("denoiser", self.denoiser in ("learned", "exact_gaussian"),
+             "learned or exact_gaussian"),
             ("steps", 1 <= self.steps <= 1000, "in [1, 1000]"),
             ("jump_length", 1 <= self.jump_length <= self.steps, "in [1, steps]"),
             ("resamples", self.resamples >= 1, "an integer ≥ 1 (1 = no resampling)"),
@@ -204,7 +230,8 @@ class DiffDA(Assimilator):
         Returns:
             {"shape": [C, H, W], "leads_hours": [...], "models": [per lead: {"state": the
             denoiser's state_dict (CPU), "scale": s (C,), "losses": per step, "n_pairs"}],
-            "train_seconds"}.
+            "train_seconds"}. With denoiser "exact_gaussian" each model is instead {"prior":
+            exact_denoiser.fit_prior's dict, "scale", "losses": [], "n_pairs"} (no training).
         """
         start = time.perf_counter()
         shape = tuple(int(v) for v in ctx.spec.shape)
@@ -223,6 +250,10 @@ class DiffDA(Assimilator):
             targets = truth[target_index]
             # s: per-channel std of the training increments truth − forecast
             scale = (targets - forecasts).std(dim=(0, 2, 3)).clamp_min(1e-6)
+            if self.denoiser == "exact_gaussian":  # no network: the Gaussian fitted to z_0
+                entries.append(exact.fitted_entry(targets - forecasts, scale, ctx.spec))
+                del forecasts, targets
+                continue
             denoiser = self.network(shape, seed=ctx.seed + k).to(ctx.device)
             losses = train_denoiser(
                 denoiser, forecasts, targets, scale, steps=self.train_steps,
@@ -272,6 +303,13 @@ class DiffDA(Assimilator):
                              f"DiffDA's leads_hours are {list(self.leads_hours)}")
         models = {}
         for lead, entry in zip(self.leads_hours, state["models"], strict=True):
+            if ("prior" in entry) != (self.denoiser == "exact_gaussian"):
+                raise ValueError(f"the state's {lead} h model is not a {self.denoiser} denoiser")
+            if self.denoiser == "exact_gaussian":
+                models[lead] = (exact.load_entry(entry, spec, device,
+                                                 make_scheduler().alphas_cumprod),
+                                torch.as_tensor(entry["scale"]).to(device, torch.float32))
+                continue
             denoiser = self.network(shape, seed=0)
             denoiser.load_state_dict(entry["state"])
             models[lead] = (denoiser.to(device).eval().requires_grad_(False),
@@ -297,6 +335,10 @@ class DiffDA(Assimilator):
         """One denoiser of the configured size per lead, the k-th with weights seeded by
         seed + k, s = 0.3 per channel (only the nearest lead is used by an analysis)."""
         shape = tuple(int(v) for v in spec.shape)
+        if self.denoiser == "exact_gaussian":
+            return {"shape": list(shape), "leads_hours": list(self.leads_hours),
+                    "models": [exact.untrained_entry(spec, UNTRAINED_SCALE)
+                               for _ in self.leads_hours], "train_seconds": 0.0}
         return self.state_from({lead: (self.network(shape, seed + k),
                                        torch.full((shape[0],), UNTRAINED_SCALE))
                                 for k, lead in enumerate(self.leads_hours)})
@@ -310,6 +352,10 @@ class DiffDA(Assimilator):
         device (methods/common/memory.py): no memory is used."""
         c, h, w = spec.shape
         batch = max(1, members or self.members or self.samples_per_analysis)
+        if self.denoiser == "exact_gaussian":  # V, d per lead; ~12 float64 states per sample
+            return MemoryEstimate(exact.model_bytes(spec) * len(self.leads_hours)
+                                  + neighbours.TREE_BYTES_PER_POINT * h * w,
+                                  batch * 12 * 8.0 * c * h * w + neighbours.chunk_bytes())
         denoiser = self.network((c, h, w), 0)
         x = torch.zeros(1, c, h, w)
         act = activation_bytes(denoiser, (x, torch.zeros(1, dtype=torch.long), x), 4)

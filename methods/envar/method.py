@@ -107,6 +107,9 @@ class EnVar(Assimilator):
     #: fit() learns B_static's statistics and the LETKF's additive pool: none of these change it
     analysis_fields = ("seed", "members", "beta_static", "beta_ensemble", "localisation_km",
                        "channel_groups", "min_obs_error", "max_iterations", "tolerance")
+    #: ``python -m bench tune``'s grid: the ensemble part's weight β_e² (β_s² kept) and the
+    #: localisation length.
+    tuning_grid = {"beta_ensemble": (0.05, 0.2, 0.5), "localisation_km": (550.0, 1100.0)}
 
     def __post_init__(self):
         self.check_fields((

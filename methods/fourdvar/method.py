@@ -128,6 +128,9 @@ class FourDVar(Assimilator):
 
     analysis_fields = ("window_hours", "min_obs_error", "model_error", "outer_loops",
                        "inner_iterations", "tolerance")
+    #: ``python -m bench tune``'s grid: the model-error std σ_q (0: strong constraint; 0.09 is
+    #: the emulator's 6-h error, see above) and the inner-loop budget.
+    tuning_grid = {"model_error": (0.0, 0.03, 0.09), "inner_iterations": (12, 24)}
 
     def __post_init__(self):
         self.check_fields((

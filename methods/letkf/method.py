@@ -221,6 +221,9 @@ class LETKF(Assimilator):
     #: fit() learns only the additive pool: none of these change it (cache_config)
     analysis_fields = ("seed", "members", "localisation_km", "inflation", "rtpp", "rtps",
                        "min_obs_error", "channel_localisation", "vertical_localisation")
+    #: ``python -m bench tune``'s grid: the localisation cut-off (denser networks afford a
+    #: shorter one) and the relaxation to prior perturbations.
+    tuning_grid = {"localisation_km": (1000.0, 1500.0, 2000.0, 3000.0), "rtpp": (0.5, 0.8)}
 
     def __post_init__(self):
         self.check_fields((

@@ -88,6 +88,12 @@ class ThreeDVar(Assimilator):
         known_prior_count: the number N of known-prior draws (with "known_prior" only).
             Both sample fields are ``keyed_when_set``: at their defaults they are left out of
             the cache key, so the NMC fits cached before them keep their entries.
+        nmc_period, nmc_days, nmc_max_samples: which NMC samples ``fit`` estimates U from
+            (bench/samples.py ``SampleSettings.period``, ``days``, ``max_samples``): a part
+            ``START..END`` of the training period ("" = all of it), its last ``nmc_days`` days
+            (365, a year of pairs as NMC practice uses; 0 = all), at most ``nmc_max_samples``
+            daily starts (0 = all). The defaults select the built-in world's whole training
+            year and the last year of ERA5's; ``keyed_when_set`` as the sample fields above.
     """
 
     variance_scale: float = 0.25
@@ -101,9 +107,19 @@ class ThreeDVar(Assimilator):
     history_size: int = 20
     training_samples: str = "nmc"
     known_prior_count: int = 363
+    nmc_period: str = ""
+    nmc_days: int = 365
+    nmc_max_samples: int = 0
 
     analysis_fields = ("min_obs_error", "solver", "max_iterations", "tolerance", "history_size")
-    keyed_when_set = ("training_samples", "known_prior_count")
+    keyed_when_set = ("training_samples", "known_prior_count", "nmc_period", "nmc_days",
+                      "nmc_max_samples")
+    #: ``python -m bench tune``'s grid, analysis fields only (no refit): the σ_o floor acts as
+    #: an R inflation (σ_o is 1 % of the std by default, so the analysis fits the observations
+    #: almost exactly; a floor of 0.03–0.3 weighs the background more, as a smaller
+    #: variance_scale would, which is a fit field) and the iteration budget (denser networks
+    #: make J harder to minimise).
+    tuning_grid = {"min_obs_error": (1e-3, 0.03, 0.1, 0.3), "max_iterations": (25, 100)}
 
     def __post_init__(self):
         checks = (
@@ -118,6 +134,10 @@ class ThreeDVar(Assimilator):
             ("training_samples", self.training_samples in TRAINING_SAMPLES,
              f"one of {TRAINING_SAMPLES}"),
             ("known_prior_count", self.known_prior_count >= 1, ">= 1"),
+            ("nmc_period", self.nmc_period == "" or ".." in self.nmc_period,
+             "START..END (ISO dates, inside the training period) or \"\""),
+            ("nmc_days", self.nmc_days >= 0, ">= 0 (0: the whole period)"),
+            ("nmc_max_samples", self.nmc_max_samples >= 0, ">= 0 (0: no cap)"),
         )
         self.check_fields(checks)
 
@@ -132,7 +152,9 @@ class ThreeDVar(Assimilator):
         on the CPU, with the spec's "shape" and "names" (what ``load`` checks the grid
         against)."""
         samples = (ctx.samples("known_prior", count=self.known_prior_count)
-                   if self.training_samples == "known_prior" else ctx.samples("nmc"))
+                   if self.training_samples == "known_prior" else
+                   ctx.samples("nmc", period=self.nmc_period, days=self.nmc_days,
+                               max_samples=self.nmc_max_samples))
         stats = covariance.estimate(ctx.spec, samples, self.variance_scale,
                                     self.eof_fraction, self.ridge, "cpu", self.balance)
         return with_layout(stats, ctx.spec)

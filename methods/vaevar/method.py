@@ -144,6 +144,9 @@ class VAEVar(Assimilator):
     analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
                        "analysis_dtype", "subtract_offset", "odd_decoder")
     keyed_when_set = ("known_prior_count",)
+    #: ``python -m bench tune``'s grid: λ (the observation term's weight, 1/λ) a factor 4
+    #: apart around the default, and the L-BFGS budget per outer loop.
+    tuning_grid = {"lam": (1000.0, 4000.0, 16000.0, 64000.0), "inner_iterations": (10, 20)}
 
     def __post_init__(self):
         checks = (
