@@ -15,10 +15,25 @@ Ground floor: imports bench/validation.py only.
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
 from bench.validation import check
 
 #: what a row built from ``RunConfig.tuned`` is called in the tables; the others are "default"
 TUNED, DEFAULT = "tuned", "default"
+
+
+def read_toml(path: str | Path, flag: str, error: type[Exception]) -> dict:
+    """The TOML file ``path`` given by ``flag`` (--grid, --tuned) as a dict; ``error`` (one
+    line naming the flag and the file) when it cannot be read or is not TOML."""
+    where = f"{flag} {path}"
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except OSError as err:
+        raise error(f"{where}: cannot read it ({err.strerror or err})") from None
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"{where}: not TOML ({err})") from None
 
 
 def density_key(density: float) -> str:

@@ -162,6 +162,7 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     from bench.samples import load_or_make_samples
     from bench.samples_forecast import window
     from bench.setup import open_world
+    from methods.common.moments import channel_std
 
     with bad_input():
         world = open_world(cfg)
@@ -173,28 +174,13 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     key = emulator_entry(world, model.config).name
     samples = load_or_make_samples(world, model, key, settings, progress=not args.quiet)
     spec = world.spec
-    std = _channel_std(samples) * torch.tensor(spec.std)
+    std = channel_std(samples) * torch.tensor(spec.std)
     print(f"{samples.shape[0]} {settings.kind} samples of shape {tuple(samples.shape[1:])} "
           f"from the training period of {world.name}")
     for name in HEADLINE:
         i = spec.index(name)
         print(f"  {name:>5}: std {float(std[i]):.4g} {spec.channels[i].units}")
     return 0
-
-
-def _channel_std(samples, batch: int = 32):
-    """Per-channel std (C,) float64 of samples (N, C, H, W), in float64 sums over ``batch``
-    samples at a time: the samples may be a memory map larger than memory."""
-    import torch
-
-    total = torch.zeros(samples.shape[1], dtype=torch.float64)
-    squares = torch.zeros_like(total)
-    for start in range(0, samples.shape[0], batch):
-        block = samples[start:start + batch].double()
-        total += block.sum(dim=(0, 2, 3))
-        squares += block.square().sum(dim=(0, 2, 3))
-    n = samples.shape[0] * samples.shape[2] * samples.shape[3]
-    return ((squares - total.square() / n) / max(n - 1, 1)).clamp_min(0).sqrt()
 
 
 def _report(ds, out, command: str) -> None:

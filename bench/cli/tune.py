@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tomllib
 from pathlib import Path
 
 from bench.cli.flags import RUN, UsageError, bad_input, config_from_args
 from bench.config import RunConfig, differences
-from bench.tuned import density_key, protocol
+from bench.tuned import density_key, protocol, read_toml
 from bench.validation import ConfigError
 
 #: candidate settings per method, the default included (``--budget``)
@@ -123,12 +122,7 @@ def summary(table) -> str:
 def read_tuned(path: str | Path) -> dict:
     """tuned.toml as a dict; UsageError (naming ``--tuned``) when it is not one."""
     where = f"--tuned {path}"
-    try:
-        doc = tomllib.loads(Path(path).read_text())
-    except OSError as err:
-        raise UsageError(f"{where}: cannot read it ({err.strerror or err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"{where}: not TOML ({err})") from None
+    doc = read_toml(path, "--tuned", UsageError)
     if not (isinstance(doc.get("methods"), dict) and isinstance(doc.get("protocol"), dict)):
         raise UsageError(f"{where}: not a tuned.toml of `python -m bench tune` (it needs its "
                          "[methods] and [protocol] tables)")

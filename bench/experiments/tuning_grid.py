@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import tomllib
 from pathlib import Path
 
+from bench.tuned import read_toml
 from bench.validation import ConfigError, check_method_setting
 from methods import METHODS, get_method
 from methods.base import Assimilator
@@ -74,12 +74,7 @@ def read_grid_file(path: str | Path, methods: tuple[str, ...]) -> dict[str, dict
     not TOML, a table that is not a method of the run, or a field whose values are not a
     non-empty list without repeats."""
     where = f"--grid {path}"
-    try:
-        data = tomllib.loads(Path(path).read_text())
-    except OSError as err:
-        raise GridError(f"{where}: cannot read it ({err.strerror or err})") from None
-    except tomllib.TOMLDecodeError as err:
-        raise GridError(f"{where}: not TOML ({err})") from None
+    data = read_toml(path, "--grid", GridError)
     if not data:
         raise GridError(f"{where}: no [method] table; write one per method, e.g. "
                         "[interp] length_scale_km = [250, 500]")

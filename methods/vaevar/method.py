@@ -39,6 +39,7 @@ import torch
 from bench.state import StateSpec
 from methods.base import Assimilator, MemoryEstimate, TrainingContext
 from methods.common.memory import activation_bytes, parameter_bytes
+from methods.common.moments import channel_std
 from methods.vaevar.analysis import ANALYSIS_DTYPES, VAEVarAnalyser
 from methods.vaevar.train import train_vae
 from methods.vaevar.vae import VAE
@@ -199,12 +200,12 @@ class VAEVar(Assimilator):
         else:
             samples = ctx.samples("truth_minus_forecast", lead_hours=24,
                                   start_stride=self.sample_stride)
-        samples = samples.to(torch.float32)
-        # s: per-channel std of the samples; the VAE models ε / s (all channels ~ unit size)
-        scale = samples.std(dim=(0, 2, 3)).clamp_min(1e-8)
+        # s: per-channel std of the samples; the VAE models ε / s (all channels ~ unit size).
+        # Both in batches: the samples may be a memory map larger than memory (moments.py).
+        scale = channel_std(samples).to(torch.float32).clamp_min(1e-8)
         vae = self.network(shape, ctx.seed).to(ctx.device)
         start = time.perf_counter()
-        history = train_vae(vae, samples / scale[:, None, None], epochs=self.epochs,
+        history = train_vae(vae, samples, scale=scale, epochs=self.epochs,
                             batch_size=self.batch_size, lr=self.lr,
                             recon_sigma=self.recon_sigma, seed=ctx.seed, progress=ctx.progress)
         return self.state_from(vae, scale, training={

@@ -39,9 +39,13 @@ def train_vae(
     lr: float,
     recon_sigma: float,
     seed: int,
+    scale: torch.Tensor | None = None,
     progress: bool = True,
 ) -> list[EpochStats]:
-    """Train ``vae`` in place on ``errors`` (N, C, H, W), float32, already divided by s.
+    """Train ``vae`` in place on ``errors`` (N, C, H, W) / s, s = ``scale`` (C,) (None: the
+    errors are already divided by s). Each mini-batch is gathered, moved to the VAE's device
+    and divided by s on its own, so ``errors`` may be a memory map larger than memory (the
+    cached samples are served so): memory is the batch, not N × C × H × W.
 
     Deterministic for a given seed, thread count and device: the shuffling and the
     reparametrisation noise come from a generator seeded with ``seed``.
@@ -50,8 +54,9 @@ def train_vae(
         one EpochStats per epoch (the first and last show what training achieved).
     """
     device = next(vae.parameters()).device
-    errors = errors.to(device=device, dtype=torch.float32)
     n = errors.shape[0]
+    # divided, not multiplied by 1/s: the same float32 values as dividing the whole set first
+    divisor = None if scale is None else scale.to(device=device, dtype=torch.float32)[:, None, None]
     generator = torch.Generator(device="cpu").manual_seed(seed)
     noise_gen = generator if device.type == "cpu" else \
         torch.Generator(device=device).manual_seed(seed)
@@ -65,7 +70,9 @@ def train_vae(
         order = torch.randperm(n, generator=generator)
         sums = torch.zeros(3, dtype=torch.float64)
         for start in range(0, n, batch_size):
-            e = errors[order[start: start + batch_size].to(device)]
+            e = errors[order[start: start + batch_size]].to(device=device, dtype=torch.float32)
+            if divisor is not None:
+                e = e / divisor
             recon, mean, log_var = vae(e, generator=noise_gen)
             sq = (recon - e).square().flatten(1).sum(1)  # (B,)
             kl = kl_divergence(mean, log_var)  # (B,)
