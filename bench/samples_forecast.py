@@ -78,6 +78,13 @@ def sample_starts(times: np.ndarray, settings, history: int) -> np.ndarray:
     return starts
 
 
+def sample_targets(times: np.ndarray, settings, history: int) -> np.ndarray:
+    """Indices into the training period of the samples' valid times, (N,) int64: sample k of
+    ``sample_starts`` (same order) is valid at start_k + ``steps(settings)[0]`` (truth −
+    forecast: d_k = truth[t_k] − M_L(start_k); nmc: both forecasts are valid at t_k)."""
+    return sample_starts(times, settings, history) + steps(settings)[0]
+
+
 def batch_starts(starts: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """``starts`` in consecutive batches of at most ``batch_size`` (the resumable units)."""
     return [starts[k:k + batch_size] for k in range(0, len(starts), batch_size)]

@@ -81,7 +81,7 @@ from methods.diffda import exact_denoiser as exact
 from methods.diffda.analysis import DiffDAAnalyser
 from methods.diffda.denoiser import ConditionalDenoiser
 from methods.diffda.sampler import make_scheduler
-from methods.diffda.train import forecast_pairs, train_denoiser
+from methods.diffda.train import IncrementPairs, train_denoiser, training_increments
 
 #: Hours per forecast-model step.
 STEP_HOURS = 6
@@ -118,6 +118,10 @@ class DiffDA(Assimilator):
             is the exact E[ε | z_t] of a spectrally diagonal Gaussian prior of z_0 fitted to
             the same training increments (λ per channel and total wavenumber;
             exact_denoiser.py), to separate the prior from the injection. ``keyed_when_set``.
+        fit_version: always in the cache key; 2 (the only one computed): x̂ = x_t − d rebuilt
+            from the cached truth − forecast samples d (train.py), s from float64 sums. Fits
+            cached before it (in-memory forecasts) differ at float32 round-off, amplified by
+            training, so their keys (without it) no longer match.
     Attributes (analysis):
         steps: reverse-diffusion steps (≤ 1000; their code: 300).
         jump_length, resamples: RePaint's jump length j and number of resamplings r (1 = no
@@ -152,6 +156,7 @@ class DiffDA(Assimilator):
     training_samples: str = "forecast"
     known_prior_count: int = 363
     denoiser: str = "learned"
+    fit_version: int = 2
     steps: int = 40
     jump_length: int = 5
     resamples: int = 2
@@ -191,6 +196,7 @@ class DiffDA(Assimilator):
             ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
             ("denoiser", self.denoiser in ("learned", "exact_gaussian"),
              "learned or exact_gaussian"),
+            ("fit_version", self.fit_version == 2, "2 (earlier fits are not computed)"),
             ("steps", 1 <= self.steps <= 1000, "in [1, 1000]"),
             ("jump_length", 1 <= self.jump_length <= self.steps, "in [1, steps]"),
             ("resamples", self.resamples >= 1, "an integer ≥ 1 (1 = no resampling)"),
@@ -225,7 +231,8 @@ class DiffDA(Assimilator):
     # ------------------------------------------------------------------------------- lifecycle
     def fit(self, ctx: TrainingContext) -> dict:
         """Train one denoiser per lead on (truth, forecast) pairs of the training period (on
-        ctx.device; the k-th lead's weights and batches seeded by ctx.seed + k).
+        ctx.device; the k-th lead's weights and batches seeded by ctx.seed + k), served as the
+        cached truth − forecast samples d (memory-mapped; train.training_increments).
 
         Returns:
             {"shape": [C, H, W], "leads_hours": [...], "models": [per lead: {"state": the
@@ -235,34 +242,28 @@ class DiffDA(Assimilator):
         """
         start = time.perf_counter()
         shape = tuple(int(v) for v in ctx.spec.shape)
+        # the training period, float32, held (as the emulator holds it); increments stay mapped
         truth = ctx.train_truth().to(torch.float32)
         entries = []
         for k, lead in enumerate(self.leads_hours):
-            if self.training_samples == "known_prior":  # x̂ = x_t + ε_i, ε_i ~ N(0, B)
-                eps = ctx.samples("known_prior", count=self.known_prior_count).float()
+            if self.training_samples == "known_prior":  # x̂ = x_t + ε_i, ε_i ~ N(0, B): d = −ε_i
+                eps = ctx.samples("known_prior", count=self.known_prior_count)
                 target_index = (torch.arange(eps.shape[0]) * self.start_stride) % truth.shape[0]
-                forecasts = truth[target_index] + eps
-                del eps
-            else:
-                forecasts, target_index = forecast_pairs(
-                    ctx.model, truth, lead // STEP_HOURS, self.start_stride,
-                    progress=ctx.progress)
-            targets = truth[target_index]
-            # s: per-channel std of the training increments truth − forecast
-            scale = (targets - forecasts).std(dim=(0, 2, 3)).clamp_min(1e-6)
+                pairs = IncrementPairs(eps, truth, target_index, sign=-1.0)
+            else:  # d_i = x_{t_i} − x̂_i, the cached truth − forecast samples
+                pairs = training_increments(ctx, truth, lead // STEP_HOURS, self.start_stride)
+            scale = pairs.scale()  # s: per-channel std of the training increments
             if self.denoiser == "exact_gaussian":  # no network: the Gaussian fitted to z_0
-                entries.append(exact.fitted_entry(targets - forecasts, scale, ctx.spec))
-                del forecasts, targets
+                entries.append(exact.fitted_entry(pairs.materialised(), scale, ctx.spec))
                 continue
             denoiser = self.network(shape, seed=ctx.seed + k).to(ctx.device)
             losses = train_denoiser(
-                denoiser, forecasts, targets, scale, steps=self.train_steps,
+                denoiser, pairs, scale, steps=self.train_steps,
                 batch_size=self.batch_size, lr=self.lr, seed=ctx.seed + k,
                 progress=ctx.progress, desc=f"DiffDA: training the {lead} h denoiser")
             entries.append({"state": {n: v.cpu() for n, v in denoiser.state_dict().items()},
-                            "scale": scale, "losses": losses,
-                            "n_pairs": int(forecasts.shape[0])})
-            del forecasts, targets
+                            "scale": scale, "losses": losses, "n_pairs": len(pairs)})
+            del pairs
         return {"shape": list(shape), "leads_hours": list(self.leads_hours), "models": entries,
                 "train_seconds": time.perf_counter() - start}
 

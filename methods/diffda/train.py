@@ -2,6 +2,9 @@
 
 Pairs come from the training period only: for each start i, the forecast x̂_i of lead L from
 the frames (x_{i−1}, x_i) by the forecast model, and the truth x_{i+L} it should have been.
+They are served as the harness's cached truth − forecast samples d_i = x_{i+L} − x̂_i
+(``ctx.samples``, memory-mapped; bench/samples.py) and the training truth: a mini-batch gathers
+d[idx] and x[t_idx] and rebuilds x̂ = x_t − d (``IncrementPairs``), so no forecast is held.
 The diffused variable is the scaled increment
 
     z_0 = (x_{i+L} − x̂_i) / s,        s (C,) = per-channel std of the training increments,
@@ -17,10 +20,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
+from bench.forecast.base import STEP_HOURS
+from bench.samples import SampleSettings
+from bench.samples_forecast import make_samples, sample_targets
+from methods.common.moments import channel_std
 from methods.diffda.denoiser import ConditionalDenoiser
 from methods.diffda.sampler import NUM_TRAIN_TIMESTEPS
 
@@ -28,7 +36,9 @@ from methods.diffda.sampler import NUM_TRAIN_TIMESTEPS
 def forecast_pairs(model, truth: torch.Tensor, lead_steps: int, stride: int,
                    batch_size: int = 16, progress: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forecasts x̂ (N, C, H, W) of ``lead_steps`` model steps and the truth indices (N,).
+    """Forecasts x̂ (N, C, H, W) of ``lead_steps`` model steps and the truth indices (N,), all
+    held in memory: the reference the cached samples of ``training_increments`` reproduce
+    (tests/test_diffda_samples.py); fit no longer calls it.
 
     Args:
         model: a ForecastModel (``history`` frames in, ``rollout(frames, n)``).
@@ -55,10 +65,74 @@ def forecast_pairs(model, truth: torch.Tensor, lead_steps: int, stride: int,
     return torch.cat(out), torch.tensor(starts) + lead_steps
 
 
+class IncrementPairs:
+    """(forecast, increment) training pairs from increments d (N, C, H, W) = truth − forecast,
+    which may be a memory map, and the truth they are relative to: pair k is
+    (x̂_k, d_k) with x̂_k = truth[target[k]] − d_k (normalised units, float32).
+
+    Args:
+        increments: d (N, C, H, W); with ``sign`` = −1 the stored array holds −d (known_prior:
+            ε with x̂ = x_t + ε, so d = −ε).
+        truth: (T, C, H, W) float32 training truth; target: (N,) long indices into it.
+    Memory: only ``batch``'s rows of ``increments`` are read (and copied) per call.
+    """
+
+    def __init__(self, increments: torch.Tensor, truth: torch.Tensor, target: torch.Tensor,
+                 sign: float = 1.0):
+        if increments.shape[0] != target.shape[0] or increments.shape[1:] != truth.shape[1:]:
+            raise ValueError(f"{tuple(increments.shape)} increments do not match "
+                             f"{tuple(target.shape)} targets into {tuple(truth.shape)} truth")
+        self.increments, self.truth, self.target, self.sign = increments, truth, target, sign
+
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def batch(self, pick: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x̂ (B, C, H, W), d (B, C, H, W)) of the pairs ``pick`` (B,) long."""
+        d = self.increments[pick].to(torch.float32)
+        if self.sign < 0:
+            d = -d
+        return self.truth[self.target[pick]] - d, d
+
+    def scale(self) -> torch.Tensor:
+        """s (C,) float32: per-channel std of d (channel_std, float64 sums), at least 1e-6."""
+        return channel_std(self.increments).to(torch.float32).clamp_min(1e-6)
+
+    def materialised(self) -> torch.Tensor:
+        """All increments d (N, C, H, W) in memory (for the exact Gaussian prior's fit)."""
+        return self.sign * self.increments.to(torch.float32)
+
+
+def sample_settings(lead_steps: int, stride: int) -> SampleSettings:
+    """The truth − forecast samples DiffDA trains on: every ``stride``-th start of the whole
+    training period (``days`` = 0: forecast_pairs' starts whatever its length; the same cache
+    entry as the default 365-day window where the period is at most 365 days)."""
+    return SampleSettings(kind="truth_minus_forecast", lead_hours=STEP_HOURS * lead_steps,
+                          start_stride=stride, days=0)
+
+
+def training_increments(ctx, truth: torch.Tensor, lead_steps: int, stride: int
+                        ) -> IncrementPairs:
+    """The pairs of lead ``lead_steps`` (model steps) from ``ctx.samples`` (cached,
+    memory-mapped), or made in memory (bench.samples_forecast.make_samples) when the context
+    has no sample cache (``ctx.samples`` None). ``truth`` (T, C, H, W): ``ctx.train_truth()``.
+    Target indices: bench.samples_forecast.sample_targets on the whole period (``days`` = 0
+    makes the window every frame, so only T matters, not the times)."""
+    settings = sample_settings(lead_steps, stride)
+    times = np.datetime64("2000-01-01", "ns") + np.arange(truth.shape[0]) * np.timedelta64(
+        STEP_HOURS, "h")
+    target = torch.from_numpy(sample_targets(times, settings, ctx.model.history))
+    if ctx.samples is None:
+        increments = make_samples(ctx.model, truth, settings, progress=False, times=times)
+    else:
+        increments = ctx.samples(settings.kind, lead_hours=settings.lead_hours,
+                                 start_stride=stride, days=0)
+    return IncrementPairs(increments, truth, target)
+
+
 def train_denoiser(
     denoiser: ConditionalDenoiser,
-    forecasts: torch.Tensor,
-    targets: torch.Tensor,
+    pairs: IncrementPairs,
     scale: torch.Tensor,
     *,
     steps: int,
@@ -71,8 +145,8 @@ def train_denoiser(
     """Train ``denoiser`` in place with the ε-prediction loss; deterministic for a seed.
 
     Args:
-        forecasts: x̂ (N, C, H, W) normalised; targets: the matching truths (N, C, H, W).
-        scale: s (C,), the per-channel increment std (z_0 = (truth − x̂) / s).
+        pairs: the (x̂, d = truth − x̂) pairs (normalised), gathered a mini-batch at a time.
+        scale: s (C,), the per-channel increment std (z_0 = d / s).
         steps: optimiser steps, each on a random mini-batch of ``batch_size`` pairs.
     Returns:
         the loss of every step.
@@ -85,14 +159,15 @@ def train_denoiser(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda k: 0.1 + 0.45 * (1 + math.cos(math.pi * k / steps)))
     inv_scale = (1.0 / scale).to(device=device, dtype=torch.float32)[None, :, None, None]
-    n = forecasts.shape[0]
+    n = len(pairs)
     losses: list[float] = []
     denoiser.train()
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
     for _ in bar:
         pick = torch.randint(0, n, (batch_size,), generator=generator)
-        x_hat = forecasts[pick].to(device)
-        z_0 = (targets[pick].to(device) - x_hat) * inv_scale
+        x_hat, d = pairs.batch(pick)
+        x_hat = x_hat.to(device)
+        z_0 = d.to(device) * inv_scale
         noise = torch.randn(z_0.shape, generator=generator).to(device)
         t = torch.randint(0, NUM_TRAIN_TIMESTEPS, (batch_size,), generator=generator).to(device)
         z_t = scheduler.add_noise(z_0, noise, t)
