@@ -2,7 +2,9 @@
 
     x(w) = x_b + s ⊙ δ(w),   J(w) = ½ ‖w‖² + (1/λ) · ½ Σ_n ((H(x(w))_n − y_n) / σ_o,n)²
 
-with δ(w) = ½ (D(w) − D(−w)) (odd_decoder), D(w) − D(0) (subtract_offset) or D(w).
+with δ(w) = ½ (D(w) − D(−w)) (odd_decoder), D(w) − D(0) (subtract_offset) or D(w). With
+``lam_per_channel`` ≠ "off", λ is per observation: λ_n = lam · (1 + s_c² v_c / σ_o,n²)
+(``obs_weight``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Valid values of ``VAEVar.analysis_dtype``.
 ANALYSIS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: Valid values of ``VAEVar.lam_per_channel``.
+LAM_PER_CHANNEL = ("off", "recon_sigma", "measured")
 
 
 class VAEVarAnalyser(Analyser):
@@ -31,7 +35,8 @@ class VAEVarAnalyser(Analyser):
             analysis dtype on the analysis device.
         latent_shape: (latent channels, H / 2^k, W / 2^k) of w.
         shape: (C, H, W) the VAE was trained on.
-        training: {"history": per-epoch recon_mse/kl/loss, "train_seconds", "n_samples"}.
+        training: {"history": per-epoch recon_mse/kl/loss, "train_seconds", "n_samples",
+            "recon_mse_channel": (C,) per-channel reconstruction error, scaled units, or None}.
     """
 
     def __init__(self, method: VAEVar, decoder: torch.nn.Module, scale: torch.Tensor,
@@ -39,6 +44,39 @@ class VAEVarAnalyser(Analyser):
                  training: dict):
         self.method, self.decoder, self.scale = method, decoder, scale
         self.latent_shape, self.shape, self.training = tuple(latent_shape), shape, training
+        if method.lam_per_channel == "measured" and training.get("recon_mse_channel") is None:
+            raise ValueError("VAEVar.lam_per_channel = 'measured' needs the state's "
+                             "recon_mse_channel, which this state lacks (fitted before it was "
+                             "measured, or built by state_from without it): refit, or use "
+                             "'recon_sigma'")
+
+    def representation_variance(self) -> torch.Tensor | None:
+        """v_c s_c², (C,) normalised units² in the analysis dtype: the variance of the part of
+        the background error the decoder cannot represent (None with lam_per_channel "off").
+        v_c = recon_sigma² (the VAE's Gaussian likelihood, scaled units) or the measured
+        reconstruction error mse_c (scaled units); s_c converts to normalised units."""
+        mode = self.method.lam_per_channel
+        if mode == "off":
+            return None
+        s2 = self.scale.flatten().square()
+        if mode == "recon_sigma":
+            return self.method.recon_sigma ** 2 * s2
+        mse = torch.as_tensor(self.training["recon_mse_channel"])
+        return mse.to(dtype=s2.dtype, device=s2.device) * s2
+
+    def obs_weight(self, obs: Observations, sigma: torch.Tensor) -> float | torch.Tensor:
+        """1/λ_n, the weight of ½ ((H(x) − y)_n / σ_o,n)² in J_o: 1/lam (a float) with
+        lam_per_channel "off"; else (N,) in σ's dtype,
+
+            1/λ_n = 1 / (lam · (1 + v_c s_c² / σ_o,n²)) = σ_o,n² / (lam · R_eff,n),
+            R_eff,n = σ_o,n² + v_c s_c²,   c = obs.channel[n],
+
+        σ (N,) the floored σ_o (normalised units); ``representation_variance`` gives v_c s_c²."""
+        variance = self.representation_variance()
+        if variance is None:
+            return 1.0 / self.method.lam
+        extra = variance.to(sigma)[obs.channel.to(sigma.device)]
+        return 1.0 / (self.method.lam * (1.0 + extra / sigma.square()))
 
     def cost_function(self, background: Background, obs: Observations,
                       increment: Callable[[torch.Tensor], torch.Tensor] | None = None
@@ -56,12 +94,16 @@ class VAEVarAnalyser(Analyser):
         y = obs.values.to(dtype)
         # floor on σ_o: the noise-free protocol has σ_o = 0
         sigma = obs.error_std.to(dtype).clamp_min(self.method.min_obs_error)
-        inv_lam = 1.0 / self.method.lam
+        inv_lam = self.obs_weight(obs, sigma)  # 1/λ: a float ("off") or (N,) per observation
         increment = increment or self.increment_function()
 
         def cost(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             x = x_b + scale * increment(w)
-            j_o = inv_lam * 0.5 * ((obs.operator(x) - y) / sigma).square().sum()
+            misfit = ((obs.operator(x) - y) / sigma).square()
+            if isinstance(inv_lam, float):  # "off": the expression as it always was, bit for bit
+                j_o = inv_lam * 0.5 * misfit.sum()
+            else:  # J_o = ½ Σ_n (1/λ_n) ((H(x) − y)_n / σ_o,n)²
+                j_o = 0.5 * (inv_lam * misfit).sum()
             return 0.5 * w.square().sum() + j_o, j_o
 
         return cost
@@ -94,6 +136,7 @@ class VAEVarAnalyser(Analyser):
             obs.values       y (N,);  obs.operator = H (linear, grid-point or bilinear)
             sigma            σ_o (R = diag σ_o²), floored at ``min_obs_error``
             lam              λ: J_o = (1/λ) ½ Σ ((H(x) − y) / σ_o)², i.e. R inflated to λ R
+                             (per observation with lam_per_channel: ``obs_weight``)
 
         Returns:
             Analysis: x_a (C, H, W), same dtype and device as ``background.x_b``; diagnostics

@@ -40,8 +40,8 @@ from bench.state import StateSpec
 from methods.base import Assimilator, MemoryEstimate, TrainingContext
 from methods.common.memory import activation_bytes, parameter_bytes
 from methods.common.moments import channel_std
-from methods.vaevar.analysis import ANALYSIS_DTYPES, VAEVarAnalyser
-from methods.vaevar.train import train_vae
+from methods.vaevar.analysis import ANALYSIS_DTYPES, LAM_PER_CHANNEL, VAEVarAnalyser
+from methods.vaevar.train import channel_recon_mse, train_vae
 from methods.vaevar.vae import VAE
 
 #: Valid values of ``VAEVar.training_samples``.
@@ -119,6 +119,21 @@ class VAEVar(Assimilator):
             Measured (λ = 4000, 15 days): u50 bias within ±0.4 m/s at 1 %; the paper's form
             (False) at λ = 400 diverged at cycles 43 / 33 / 38 (0.5 / 1 / 5 %). Default True:
             a departure from their code, made because of this bias.
+        lam_per_channel: "off" (default: one λ, the analyses as before, bit for bit),
+            "recon_sigma" or "measured": add the decoder's representation error to R, per
+            channel (analysis.py, ``VAEVarAnalyser.obs_weight``). The VAE knows the scaled
+            error e only to within its likelihood's noise: x_true = x_b + s ⊙ (D(w) + η),
+            η_c ~ N(0, v_c), so y − H(x(w)) has variance R_eff,n = σ_o,n² + s_c² v_c and
+
+                J_o = ½ Σ_n (H(x(w))_n − y_n)² / (lam · R_eff,n),
+                i.e. λ_n = lam · (1 + s_c² v_c / σ_o,n²)   (c = channel of observation n),
+
+            with v_c = recon_sigma² ("recon_sigma", the prior's σ²) or v_c = mse_c, the
+            decoder's per-channel reconstruction error on the training samples ("measured",
+            ``recon_mse_channel`` of the state; fit computes it, states cached before it
+            existed are refused: refit). lam still multiplies; lam = 1 is then R_eff as it
+            is. (A point observation's η is one grid value's; a bilinear one's is taken as
+            that of one value too: the decoder's errors are smooth.)
         analysis_dtype: "float64" (default: the decoder is copied to float64 for the analysis,
             because L-BFGS with a strong-Wolfe line search sometimes stalls in float32, see
             FACTS.md) or "float32" (faster on GPUs).
@@ -141,9 +156,10 @@ class VAEVar(Assimilator):
     analysis_dtype: str = "float64"
     subtract_offset: bool = True
     odd_decoder: bool = True
+    lam_per_channel: str = "off"
 
     analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
-                       "analysis_dtype", "subtract_offset", "odd_decoder")
+                       "analysis_dtype", "subtract_offset", "odd_decoder", "lam_per_channel")
     keyed_when_set = ("known_prior_count",)
     #: ``python -m bench tune``'s grid: λ (the observation term's weight, 1/λ) a factor 4
     #: apart around the default, and the L-BFGS budget per outer loop.
@@ -172,6 +188,8 @@ class VAEVar(Assimilator):
             ("min_obs_error", self.min_obs_error > 0, "> 0 (σ_o may be 0)"),
             ("analysis_dtype", self.analysis_dtype in ANALYSIS_DTYPES,
              f"one of {tuple(ANALYSIS_DTYPES)}"),
+            ("lam_per_channel", self.lam_per_channel in LAM_PER_CHANNEL,
+             f"one of {LAM_PER_CHANNEL}"),
         )
         self.check_fields(checks)
 
@@ -190,7 +208,9 @@ class VAEVar(Assimilator):
         Returns:
             ``state_from``'s dict: the VAE's weights, s (C,) = per-channel std of the samples
             (normalised units), and the training record ("history": per-epoch recon_mse / kl
-            / loss, "train_seconds", "n_samples").
+            / loss, "train_seconds", "n_samples", "recon_mse_channel": (C,) the trained VAE's
+            per-channel reconstruction error on the samples, scaled units, train.py's
+            ``channel_recon_mse``; one more pass over the samples, the weights unchanged).
         """
         shape = tuple(int(v) for v in ctx.spec.shape)
         if self.training_samples == "nmc":
@@ -208,26 +228,35 @@ class VAEVar(Assimilator):
         history = train_vae(vae, samples, scale=scale, epochs=self.epochs,
                             batch_size=self.batch_size, lr=self.lr,
                             recon_sigma=self.recon_sigma, seed=ctx.seed, progress=ctx.progress)
+        train_seconds = time.perf_counter() - start
+        recon_mse = channel_recon_mse(vae, samples, scale=scale, batch_size=self.batch_size)
         return self.state_from(vae, scale, training={
             "history": [dataclasses.asdict(h) for h in history],
-            "train_seconds": time.perf_counter() - start,
-            "n_samples": int(samples.shape[0])})
+            "train_seconds": train_seconds, "n_samples": int(samples.shape[0]),
+            "recon_mse_channel": recon_mse})
 
     @staticmethod
     def state_from(vae: VAE, scale: torch.Tensor, training: dict | None = None) -> dict:
         """The state ``load`` takes, from a VAE (trained here or elsewhere) and the per-channel
         scale s (C,): {"vae": its state_dict (CPU), "scale", "shape": [C, H, W], "history",
-        "train_seconds", "n_samples"}. Copies: later changes to ``vae`` have no effect."""
+        "train_seconds", "n_samples", "recon_mse_channel" ((C,) or None: not measured)}.
+        Copies: later changes to ``vae`` have no effect."""
         scale = torch.as_tensor(scale)
         if tuple(scale.shape) != (vae.shape[0],):
             raise ValueError(f"scale must have shape ({vae.shape[0]},) for a VAE of "
                              f"{vae.shape[0]} channels, got {tuple(scale.shape)}")
         training = training or {"history": [], "train_seconds": 0.0, "n_samples": 0}
+        recon_mse = training.get("recon_mse_channel")
+        if recon_mse is not None:
+            recon_mse = torch.as_tensor(recon_mse, dtype=torch.float64).detach().cpu().clone()
+            if tuple(recon_mse.shape) != (vae.shape[0],):
+                raise ValueError(f"recon_mse_channel must have shape ({vae.shape[0]},), got "
+                                 f"{tuple(recon_mse.shape)}")
         return {"vae": {k: v.detach().cpu().clone() for k, v in vae.state_dict().items()},
                 "scale": scale.detach().cpu().clone(), "shape": list(vae.shape),
                 "history": list(training["history"]),
                 "train_seconds": float(training["train_seconds"]),
-                "n_samples": int(training["n_samples"])}
+                "n_samples": int(training["n_samples"]), "recon_mse_channel": recon_mse}
 
     def load(self, state: dict, spec: StateSpec, device: torch.device | str) -> VAEVarAnalyser:
         """Rebuild the VAE from ``state`` and hand a copy of its decoder, in the analysis dtype
@@ -245,6 +274,8 @@ class VAEVar(Assimilator):
         dtype = ANALYSIS_DTYPES[self.analysis_dtype]
         decoder = vae.decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
         training = {k: state[k] for k in ("history", "train_seconds", "n_samples")}
+        # absent from states cached before it was measured (the analyser refuses "measured")
+        training["recon_mse_channel"] = state.get("recon_mse_channel")
         return VAEVarAnalyser(self, decoder, scale.to(device, dtype)[:, None, None],
                               vae.latent_shape, shape, training)
 

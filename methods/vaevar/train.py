@@ -89,3 +89,30 @@ def train_vae(
         bar.set_postfix(mse=f"{stats.recon_mse:.3f}", kl=f"{stats.kl:.0f}")
     vae.eval()
     return history
+
+
+@torch.no_grad()
+def channel_recon_mse(vae: VAE, errors: torch.Tensor, *, scale: torch.Tensor | None = None,
+                      batch_size: int = 32) -> torch.Tensor:
+    """Per-channel reconstruction error of a trained VAE, (C,) float64, scaled units:
+
+        mse_c = mean over samples n and grid points (i, j) of (D(μ(e_n)) − e_n)²_{c,i,j},
+
+    e_n = errors_n / s (s = ``scale`` (C,); None: already scaled), μ(e) the encoder's mean (no
+    sampling: deterministic, and the analysis too seeks a mode, not a draw). What the decoder
+    cannot represent of the training errors, per channel: VAE-Var's ``lam_per_channel =
+    "measured"`` adds mse_c s_c² (normalised units²) to each channel's observation-error
+    variance. In batches of ``batch_size`` (``errors`` may be a memory map); float64 sums."""
+    device = next(vae.parameters()).device
+    divisor = None if scale is None else scale.to(device=device, dtype=torch.float32)[:, None, None]
+    was_training = vae.training
+    vae.eval()
+    sums = torch.zeros(errors.shape[1], dtype=torch.float64)
+    for start in range(0, errors.shape[0], batch_size):
+        e = errors[start: start + batch_size].to(device=device, dtype=torch.float32)
+        if divisor is not None:
+            e = e / divisor
+        mean, _ = vae.encoder(e)
+        sums += (vae.decoder(mean) - e).double().square().sum(dim=(0, 2, 3)).cpu()
+    vae.train(was_training)
+    return sums / (errors.shape[0] * errors.shape[2] * errors.shape[3])
