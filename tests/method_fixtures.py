@@ -66,3 +66,21 @@ def check_fit_is_pure(method: Assimilator, ctx) -> dict:
     assert method == fresh and vars(method) == vars(fresh)
     assert set(vars(method)) == {f.name for f in dataclasses.fields(method)}
     return state
+
+
+def taylor_errors(cost, shape: tuple[int, ...], generator: torch.Generator) -> list[float]:
+    """|(J(w + εh) − J(w)) / (ε ∇J(w)·h) − 1| for ε = 1e-1 … 1e-6 (first-order Taylor test of
+    ``cost(w) -> (J, ...)``'s autograd gradient), at w = 0.5 ξ and direction h, both N(0, I) of
+    ``shape`` float64 drawn from ``generator``. Falls ~10× per decade of ε until round-off when
+    the gradient is right."""
+    w = (0.5 * torch.randn(shape, generator=generator, dtype=torch.float64)).requires_grad_(True)
+    h = torch.randn(shape, generator=generator, dtype=torch.float64)
+    j = cost(w)[0]
+    (grad,) = torch.autograd.grad(j, w)
+    slope = float((grad * h).sum())
+    errors = []
+    for eps in 10.0 ** -np.arange(1, 7):
+        with torch.no_grad():
+            ratio = (float(cost(w + eps * h)[0]) - float(j.detach())) / (eps * slope)
+        errors.append(abs(ratio - 1))
+    return errors

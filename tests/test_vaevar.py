@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 from forecast_fixtures import small_spec
-from method_fixtures import check_fit_is_pure, check_untrained, odd_grid_case
+from method_fixtures import check_fit_is_pure, check_untrained, odd_grid_case, taylor_errors
 
 from bench.cache import load_state, save_state
 from bench.config import ObservationSettings
@@ -225,16 +225,7 @@ def test_taylor_gradient_of_the_cost(trained, odd_decoder):
     method = with_settings(trained, lam=1.0, odd_decoder=odd_decoder)
     cost = method.cost_function(background(x_b), obs)
     shape = (1, *method.latent_shape)
-    w = (0.5 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_(True)
-    h = torch.randn(shape, generator=g, dtype=torch.float64)
-    j = cost(w)[0]
-    (grad,) = torch.autograd.grad(j, w)
-    slope = float((grad * h).sum())
-    errors = []
-    for eps in 10.0 ** -np.arange(1, 7):
-        with torch.no_grad():
-            ratio = (float(cost(w + eps * h)[0]) - float(j.detach())) / (eps * slope)
-        errors.append(abs(ratio - 1))
+    errors = taylor_errors(cost, shape, g)
     print("|ratio − 1| for ε = 1e-1 … 1e-6:", ", ".join(f"{e:.1e}" for e in errors))
     # first-order Taylor: the error falls ~10× per decade of ε until round-off
     assert all(b < 0.2 * a for a, b in zip(errors[1:-1], errors[2:], strict=True))

@@ -10,9 +10,9 @@ reconstruction error; bad settings and states without the measurement are refuse
 
 import dataclasses
 
-import numpy as np
 import pytest
 import torch
+from method_fixtures import taylor_errors
 from test_vaevar import SPEC, T, U, Z, background, context, coupled_samples, point_obs
 
 from bench.config import ObservationSettings
@@ -127,16 +127,7 @@ def test_taylor_gradient_with_per_channel_lambda(fitted, mode):
     cost = analyser.cost_function(background(x_b), obs)
     g = torch.Generator().manual_seed(5)
     shape = (1, *analyser.latent_shape)
-    w = (0.5 * torch.randn(shape, generator=g, dtype=torch.float64)).requires_grad_(True)
-    h = torch.randn(shape, generator=g, dtype=torch.float64)
-    j = cost(w)[0]
-    (grad,) = torch.autograd.grad(j, w)
-    slope = float((grad * h).sum())
-    errors = []
-    for eps in 10.0 ** -np.arange(1, 7):
-        with torch.no_grad():
-            ratio = (float(cost(w + eps * h)[0]) - float(j.detach())) / (eps * slope)
-        errors.append(abs(ratio - 1))
+    errors = taylor_errors(cost, shape, g)
     print(mode, "|ratio − 1| for ε = 1e-1 … 1e-6:", ", ".join(f"{e:.1e}" for e in errors))
     assert all(b < 0.2 * a for a, b in zip(errors[1:-1], errors[2:], strict=True))
     assert errors[-1] < 1e-4
