@@ -178,6 +178,17 @@ def samples(s: Setup, kind: str = "nmc", progress: bool = True, **settings) -> t
                                 SampleSettings(kind=kind, **settings), progress=progress)
 
 
+def sample_targets(s: Setup, kind: str = "nmc", **settings) -> torch.Tensor:
+    """(N,) long: the training-period frame each of ``samples(s, kind, **settings)`` is the
+    truth at (bench/samples_forecast.py ``sample_targets``)."""
+    from bench.samples import SampleSettings
+    from bench.samples_forecast import sample_targets as targets
+
+    times = s.world.period("train").time.values
+    return torch.from_numpy(targets(times, SampleSettings(kind=kind, **settings),
+                                    s.model.history))
+
+
 def training_context(s: Setup, method: Assimilator, progress: bool) -> TrainingContext:
     """What ``method.fit`` may learn from: the training period only (``train_truth``: filled
     chunk by chunk, without float64 copies of the whole period)."""
@@ -188,6 +199,7 @@ def training_context(s: Setup, method: Assimilator, progress: bool) -> TrainingC
         spec=spec, model=s.model,
         train_truth=lambda: load_period(world, "train"),
         samples=lambda kind="nmc", **kw: samples(s, kind, progress, **kw),
+        sample_targets=lambda kind="nmc", **kw: sample_targets(s, kind, **kw),
         device=s.device, seed=method.seed, progress=progress)
 
 

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
-from diffda_fixtures import grid_observations
+from diffda_fixtures import grid_observations, in_memory_samples
 from forecast_fixtures import advected_trajectory, small_spec
 from method_fixtures import check_fit_is_pure, check_untrained, odd_grid_case
 
@@ -49,8 +49,10 @@ class World(NamedTuple):
 
 
 def tiny_context(spec, truth, model) -> TrainingContext:
-    return TrainingContext(spec=spec, model=model, train_truth=lambda: truth, samples=None,
-                           device=torch.device("cpu"), seed=0, progress=False)
+    samples, targets = in_memory_samples(model, truth)
+    return TrainingContext(spec=spec, model=model, train_truth=lambda: truth, samples=samples,
+                           sample_targets=targets, device=torch.device("cpu"), seed=0,
+                           progress=False)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from diffda_fixtures import in_memory_samples
 from forecast_fixtures import advected_trajectory, small_spec
 
 from bench.forecast.base import ForecastModel
@@ -18,12 +19,7 @@ from bench.samples import SampleSettings
 from bench.samples_forecast import make_samples, sample_starts, sample_targets, steps
 from methods.base import TrainingContext
 from methods.diffda import DiffDA
-from methods.diffda.train import (
-    IncrementPairs,
-    forecast_pairs,
-    sample_settings,
-    training_increments,
-)
+from methods.diffda.train import IncrementPairs, forecast_pairs, training_increments
 
 
 class TwoFrame(ForecastModel):
@@ -48,7 +44,11 @@ def times_of(n: int) -> np.ndarray:
 
 
 def context(spec, truth, model, samples) -> TrainingContext:
-    return TrainingContext(spec=spec, model=model, train_truth=lambda: truth, samples=samples,
+    """The tiny world's context serving ``samples`` (None: made in memory) and the truth frame
+    of each sample."""
+    in_memory, targets = in_memory_samples(model, truth)
+    return TrainingContext(spec=spec, model=model, train_truth=lambda: truth,
+                           samples=samples or in_memory, sample_targets=targets,
                            device=torch.device("cpu"), seed=0, progress=False)
 
 
@@ -93,7 +93,8 @@ def test_each_sample_is_truth_at_its_target_minus_the_forecast_from_its_start(ti
 def test_pairs_reproduce_forecast_pairs(tiny, lead_steps, stride):
     spec, truth, model = tiny
     forecasts, target = forecast_pairs(model, truth, lead_steps, stride)
-    pairs = training_increments(context(spec, truth, model, None), truth, lead_steps, stride)
+    pairs = training_increments(context(spec, truth, model, None), truth, 6 * lead_steps,
+                                stride)
     assert torch.equal(pairs.target, target)  # the same starts, the same truth frames
     assert torch.equal(pairs.increments, truth[target] - forecasts)  # d bit for bit
     x_hat, d = pairs.batch(torch.arange(len(pairs)))
@@ -142,10 +143,11 @@ def test_fit_reads_the_cached_samples_and_matches_the_in_memory_ones(tiny, tmp_p
 
 def test_increments_stay_memory_mapped_and_batches_gather_rows(tiny, tmp_path):
     spec, truth, model = tiny
-    d = make_samples(model, truth, sample_settings(1, 1), progress=False)
+    d = make_samples(model, truth, SampleSettings("truth_minus_forecast", lead_hours=6,
+                                                  start_stride=1, days=0), progress=False)
     served = mapped(tmp_path, "d.npy", d)
     pairs = training_increments(context(spec, truth, model, lambda kind, **kw: served), truth,
-                                1, 1)
+                                6, 1)
     assert pairs.increments is served  # not copied
     pick = torch.tensor([5, 0, 5, len(pairs) - 1])
     x_hat, inc = pairs.batch(pick)

@@ -24,6 +24,7 @@ from bench.experiments.synthetic import synthetic_spec
 from bench.experiments.timing import synthetic_inputs
 from bench.forecast.persistence import Persistence
 from bench.samples import SampleSettings, make_samples
+from bench.samples_forecast import sample_targets as targets
 from methods import METHODS
 from methods.base import Analysis, Background, Kernel, MemoryEstimate, TrainingContext
 
@@ -55,10 +56,16 @@ def context(world, model, seed=0):
         settings = {"start_stride": 1, **settings}  # every start of the tiny world by default
         return make_samples(model, truth, SampleSettings(kind=kind, **settings), progress=False)
 
+    def sample_targets(kind="nmc", **settings):
+        settings = {"start_stride": 1, **settings}  # as samples above
+        times = world.period("train").time.values
+        return torch.from_numpy(targets(times, SampleSettings(kind=kind, **settings),
+                                        model.history))
+
     return TrainingContext(spec=spec, model=model,
                            train_truth=lambda: spec.to_tensor(world.period("train")),
-                           samples=samples, device=torch.device("cpu"), seed=seed,
-                           progress=False)
+                           samples=samples, sample_targets=sample_targets,
+                           device=torch.device("cpu"), seed=seed, progress=False)
 
 
 @pytest.fixture(params=sorted(ALL))

@@ -45,6 +45,9 @@ class TrainingContext:
         device: where training may run (the run's device).
         seed: seeds any randomness in training.
         progress: show progress bars.
+        sample_targets: (kind, **settings) -> (N,) long: for each sample of ``samples(kind,
+            **settings)``, the index into ``train_truth()`` of the frame it is the truth at (a
+            truth − forecast sample d_i = x_{t_i} − x̂_i); None where the context has none.
     """
 
     spec: StateSpec
@@ -54,6 +57,7 @@ class TrainingContext:
     device: torch.device
     seed: int = 0
     progress: bool = True
+    sample_targets: Callable[..., torch.Tensor] | None = None
 
 
 class Analyser(abc.ABC):

@@ -251,7 +251,7 @@ class DiffDA(Assimilator):
                 target_index = (torch.arange(eps.shape[0]) * self.start_stride) % truth.shape[0]
                 pairs = IncrementPairs(eps, truth, target_index, sign=-1.0)
             else:  # d_i = x_{t_i} − x̂_i, the cached truth − forecast samples
-                pairs = training_increments(ctx, truth, lead // STEP_HOURS, self.start_stride)
+                pairs = training_increments(ctx, truth, lead, self.start_stride)
             scale = pairs.scale()  # s: per-channel std of the training increments
             if self.denoiser == "exact_gaussian":  # no network: the Gaussian fitted to z_0
                 entries.append(exact.fitted_entry(pairs.materialised(), scale, ctx.spec))

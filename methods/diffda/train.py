@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from diffusers import DDPMScheduler
 from tqdm.auto import tqdm
 
-from bench.forecast.base import STEP_HOURS
-from bench.samples import SampleSettings
-from bench.samples_forecast import make_samples, sample_targets
 from methods.common.moments import channel_std
 from methods.diffda.denoiser import ConditionalDenoiser
 from methods.diffda.sampler import NUM_TRAIN_TIMESTEPS
@@ -103,30 +99,19 @@ class IncrementPairs:
         return self.sign * self.increments.to(torch.float32)
 
 
-def sample_settings(lead_steps: int, stride: int) -> SampleSettings:
-    """The truth − forecast samples DiffDA trains on: every ``stride``-th start of the whole
-    training period (``days`` = 0: forecast_pairs' starts whatever its length; the same cache
-    entry as the default 365-day window where the period is at most 365 days)."""
-    return SampleSettings(kind="truth_minus_forecast", lead_hours=STEP_HOURS * lead_steps,
-                          start_stride=stride, days=0)
-
-
-def training_increments(ctx, truth: torch.Tensor, lead_steps: int, stride: int
+def training_increments(ctx, truth: torch.Tensor, lead_hours: int, stride: int
                         ) -> IncrementPairs:
-    """The pairs of lead ``lead_steps`` (model steps) from ``ctx.samples`` (cached,
-    memory-mapped), or made in memory (bench.samples_forecast.make_samples) when the context
-    has no sample cache (``ctx.samples`` None). ``truth`` (T, C, H, W): ``ctx.train_truth()``.
-    Target indices: bench.samples_forecast.sample_targets on the whole period (``days`` = 0
-    makes the window every frame, so only T matters, not the times)."""
-    settings = sample_settings(lead_steps, stride)
-    times = np.datetime64("2000-01-01", "ns") + np.arange(truth.shape[0]) * np.timedelta64(
-        STEP_HOURS, "h")
-    target = torch.from_numpy(sample_targets(times, settings, ctx.model.history))
-    if ctx.samples is None:
-        increments = make_samples(ctx.model, truth, settings, progress=False, times=times)
-    else:
-        increments = ctx.samples(settings.kind, lead_hours=settings.lead_hours,
-                                 start_stride=stride, days=0)
+    """The pairs of lead ``lead_hours``: the truth − forecast samples of every ``stride``-th
+    start of the whole training period (``days`` = 0: forecast_pairs' starts whatever the
+    period's length; the default 365-day window's cache entry where the period is at most
+    365 days), from ``ctx.samples`` (cached, memory-mapped), and the truth frame of each from
+    ``ctx.sample_targets``. ``truth`` (T, C, H, W): ``ctx.train_truth()``."""
+    if ctx.sample_targets is None:
+        raise ValueError("DiffDA trains on truth − forecast samples and needs the training "
+                         "context's sample_targets (the truth frame of each sample)")
+    settings = dict(lead_hours=lead_hours, start_stride=stride, days=0)
+    increments = ctx.samples("truth_minus_forecast", **settings)
+    target = torch.as_tensor(ctx.sample_targets("truth_minus_forecast", **settings))
     return IncrementPairs(increments, truth, target)
 
 
