@@ -39,6 +39,7 @@ from bench.scorer import CellScores
 from bench.setup import (
     Setup,
     build_method,
+    emulator_world,
     fit_and_load,
     initial_ensemble,
     open_world,
@@ -84,7 +85,9 @@ def preflight(cfg: RunConfig) -> None:
             if not Path(value).is_file():
                 raise ConfigError(f"forecast.{field}", value,
                                   "an existing file of FengWu's release; point it at the release")
-    open_world(cfg).check()
+    world = open_world(cfg)
+    world.check()
+    emulator_world(cfg, world).check()
 
 
 def check_output(out: Path, cfg: RunConfig, resume: bool) -> None:

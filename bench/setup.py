@@ -109,8 +109,25 @@ def load_model(cfg: RunConfig, world, device: torch.device, progress: bool):
     emulator_cfg = EmulatorConfig()
     if cfg.forecast.emulator_steps is not None:
         emulator_cfg = dataclasses.replace(emulator_cfg, steps=cfg.forecast.emulator_steps)
+    world = emulator_world(cfg, world)
     model, _ = load_or_train(world, emulator_cfg, device=device, progress=progress)
     return model, emulator_entry(world, emulator_cfg).name
+
+
+def emulator_world(cfg: RunConfig, world):
+    """The world the emulator learns from: ``world`` itself, or with its training period
+    replaced by ``--emulator-train-period`` (one forecast model for runs whose methods learn
+    from different periods; its cache key names that period). Reads only the card."""
+    period = cfg.forecast.emulator_train_period
+    if period is None or period == world.period_text("train"):
+        return world
+    from bench.worlds import load_world
+
+    options = {"path": cfg.era5_path} if cfg.era5_path else {}
+    try:
+        return load_world(cfg.world, **options, periods={**cfg.periods.given(), "train": period})
+    except ConfigError as err:
+        raise ConfigError("forecast.emulator_train_period", period, err.expected) from None
 
 
 def climatology(world, frames: int = CLIMATOLOGY_FRAMES) -> torch.Tensor:

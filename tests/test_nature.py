@@ -26,16 +26,27 @@ def short_card(spinup_days: int, days: tuple[int, int, int]) -> dict:
     return card
 
 
-def test_shipped_card_periods_are_consistent():
+@pytest.mark.parametrize("name", ["heldsuarez-5.625", "heldsuarez-5.625-long"])
+def test_shipped_card_periods_are_consistent(name):
+    """Each period's END is START + days (the generator counts days, the runs read dates), the
+    periods are back to back, and the long world repeats the built-in one's model and seed (so
+    its first training year is the built-in world's)."""
     world = NatureWorld("heldsuarez-5.625", short_card(150, (365, 30, 60)))
-    with (cards_dir() / "heldsuarez-5.625.toml").open("rb") as f:
+    with (cards_dir() / f"{name}.toml").open("rb") as f:
         card = tomllib.load(f)
     assert card["generator"]["spinup_days"] >= 150
     assert card["periods"]["train"]["days"] >= 365 and card["periods"]["test"]["days"] >= 60
-    for name, period in NatureWorld("heldsuarez-5.625", card).periods.items():
+    periods = NatureWorld(name, card).periods
+    for key, period in periods.items():
         days = (period.end - period.start) / np.timedelta64(1, "D")
-        assert days == card["periods"][name]["days"], name
+        assert days == card["periods"][key]["days"], key
+    assert periods["train"].end == periods["valid"].start
+    assert periods["valid"].end == periods["test"].start
     assert world.periods["train"].end == world.periods["valid"].start
+    with (cards_dir() / "heldsuarez-5.625.toml").open("rb") as f:
+        builtin = tomllib.load(f)
+    assert card["generator"] == builtin["generator"]
+    assert card["periods"]["train"]["start"] == builtin["periods"]["train"]["start"]
 
 
 @pytest.mark.slow

@@ -71,6 +71,9 @@ def test_paper_preset_made_the_committed_paper_run():
     for later in ("periods", "normalisation"):
         assert later not in recorded
         made.pop(later)
+    # fields added since, at their defaults
+    assert "emulator_train_period" not in recorded["forecast"]
+    assert made["forecast"].pop("emulator_train_period") is None
     assert made == recorded
 
 

@@ -56,3 +56,33 @@ def test_per_batch_scaling_trains_exactly_as_dividing_the_whole_set_first():
     # and the scale matters: without it the same samples train a different VAE
     unscaled, _ = _trained(x, None)
     assert not all(torch.equal(v, unscaled[k]) for k, v in whole.items())
+
+
+def test_sample_days_chooses_the_samples_window_and_keys_the_fit():
+    """``sample_days`` reaches ctx.samples (0: the whole training period, for the learning curve
+    on a long world), and a fit on more days is never reused for the default's."""
+    import dataclasses
+
+    from bench.state import StateSpec
+    from methods.base import TrainingContext
+    from methods.vaevar import VAEVar
+
+    spec = StateSpec.create(["z500", "t850", "u10"], np.linspace(60, -60, 8), np.arange(16) * 22.5,
+                            "equiangular")
+    calls = []
+
+    def samples(kind="nmc", **settings):
+        calls.append((kind, settings))
+        return _samples(8, seed=0)
+
+    ctx = TrainingContext(spec=spec, model=None, train_truth=lambda: None, samples=samples,
+                          device=torch.device("cpu"), progress=False)
+    default = VAEVar.for_tests(epochs=1)
+    everything = dataclasses.replace(default, sample_days=0)
+    everything.fit(ctx)
+    dataclasses.replace(default, training_samples="truth_minus_forecast").fit(ctx)
+    assert calls == [("nmc", {"start_stride": 1, "days": 0}),
+                     ("truth_minus_forecast", {"lead_hours": 24, "start_stride": 1,
+                                               "days": 365})]
+    assert everything.cache_config() != default.cache_config()
+    assert "sample_days" not in default.cache_config(), "earlier fits keep their cache entries"

@@ -103,10 +103,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                          "training length is --steps")
     cfg = config_from_args(args)
 
-    from bench.setup import open_world
+    from bench.setup import emulator_world, open_world
 
     with bad_input():
-        world = open_world(cfg)
+        world = emulator_world(cfg, open_world(cfg))
     return _train_emulator(args, cfg, world)
 
 
@@ -161,17 +161,18 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     from bench.forecast.emulator_train import emulator_entry, load_or_train
     from bench.samples import load_or_make_samples
     from bench.samples_forecast import window
-    from bench.setup import open_world
+    from bench.setup import emulator_world, open_world
     from methods.common.moments import channel_std
 
     with bad_input():
         world = open_world(cfg)
+        model_world = emulator_world(cfg, world)
     if settings.kind != "known_prior":  # before the emulator is trained or loaded
         with bad_input("--sample-period: "):
             window(world.period("train").time.values, settings)
     torch.set_num_threads(cfg.threads)
-    model, _ = load_or_train(world, progress=not args.quiet)
-    key = emulator_entry(world, model.config).name
+    model, _ = load_or_train(model_world, progress=not args.quiet)
+    key = emulator_entry(model_world, model.config).name
     samples = load_or_make_samples(world, model, key, settings, progress=not args.quiet)
     spec = world.spec
     std = channel_std(samples) * torch.tensor(spec.std)

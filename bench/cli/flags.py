@@ -340,11 +340,15 @@ OBS_NOISE = Flag("--obs-noise", "observations.noise_fraction",
                  "observation error std / the channel's climatological std (0 = noise-free)")
 DEVICE = Flag("--device", "device", _choices(DEVICES))
 THREADS = Flag("--threads", "threads", "torch threads on CPU")
-#: The world's periods (ERA5: any years the store holds; a generated world keeps its card's).
+#: The world's periods (ERA5: any years the store holds; a generated world: inside its frames).
 PERIODS = tuple(
     Flag(f"--{key}-period", f"periods.{key}", f"{key} period START..END (ISO dates or times, END "
          "excluded, e.g. 1979-01-01..2016-01-01; default: the world's card)")
     for key in ("train", "valid", "test"))
+EMULATOR_PERIOD = Flag(
+    "--emulator-train-period", "forecast.emulator_train_period",
+    "START..END the emulator learns from (default: --train-period): one forecast model for "
+    "runs whose methods learn from different years")
 SET = Flag("--set", "method_settings", "a method hyper-parameter for this run (repeatable), e.g. "
            "--set vaevar.lam=40000 --set diffda.steps=300", parse=method_settings)
 
@@ -361,6 +365,7 @@ RUN = (
     Flag("--fengwu-std", "forecast.fengwu_std", "FengWu release: data_std.npy"),
     Flag("--emulator-steps", "forecast.emulator_steps",
          "emulator training steps (default: the emulator's own)"),
+    EMULATOR_PERIOD,
     Flag("--obs-sampling", "observations.sampling", _choices(SAMPLING_MODES)),
     OBS_NOISE,
     Flag("--obs-fixed", "observations.redraw", "same observation locations every cycle",

@@ -21,6 +21,7 @@ from bench.cli.flags import (
     COLUMNS,
     DENSITY,
     DEVICE,
+    EMULATOR_PERIOD,
     ERA5_PATH,
     METHODS,
     OBS_NOISE,
@@ -72,7 +73,7 @@ def _timing_flags() -> tuple[Flag, ...]:
 def samples_flags() -> tuple[Flag, ...]:
     from bench.samples import KINDS, SampleSettings
 
-    return (WORLD, ERA5_PATH, *PERIODS, THREADS,
+    return (WORLD, ERA5_PATH, *PERIODS, EMULATOR_PERIOD, THREADS,
             Flag("--kind", "kind", f"{', '.join(KINDS)} (48 h - 24 h forecasts or truth - "
                                    "forecast)", root=SampleSettings),
             Flag("--lead-hours", "lead_hours", "lead of truth - forecast samples",
@@ -97,7 +98,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
     "prepare": ("build or validate a world's local data", "prepare",
                 (WORLD, ERA5_PATH, *PERIODS)),
     "train": ("train (or reload from cache) the emulator or a method", "train", (
-        WORLD, ERA5_PATH, *PERIODS,
+        WORLD, ERA5_PATH, *PERIODS, EMULATOR_PERIOD,
         Flag("--steps", "forecast.emulator_steps",
              "emulator optimiser steps (default: the emulator's own)"),
         DEVICE, THREADS,
@@ -110,7 +111,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
              "budget per method), for run --tuned", "tune", TUNE_FLAGS),
     "single-obs": ("increments from one observation, per method", "single_obs", (
         METHODS.with_(default=None, help="comma list of methods to compare (required)"),
-        WORLD, ERA5_PATH, *PERIODS,
+        WORLD, ERA5_PATH, *PERIODS, EMULATOR_PERIOD,
         *(Flag(f"--{f.replace('_', '-')}", f, h, root=SingleObsSettings)
           for f, h in SingleObsSettings.HELP.items()),
         DEVICE, THREADS)),
@@ -118,7 +119,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, Sequence[Flag] | Callable[[], Sequence[Fl
               "NMC differences or draws from a known B): error ratio per channel", "check", (
         METHODS.with_(default=None, help="comma list of methods to check (required)"),
         DENSITY.with_(default=(0.01, 0.05)), COLUMNS, SPACING, WORLD,
-        ERA5_PATH, *PERIODS, OBS_NOISE,
+        ERA5_PATH, *PERIODS, EMULATOR_PERIOD, OBS_NOISE,
         *(Flag(f"--{f.replace('_', '-')}", f, h, root=CheckSettings)
           for f, h in CheckSettings.HELP.items()),
         SET.with_(help="a method hyper-parameter (repeatable), as for `run`"),

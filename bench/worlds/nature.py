@@ -22,7 +22,9 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from bench import cache
+from bench.periods import PERIOD_SEPARATOR
 from bench.state import FENGWU_CHANNELS, StateSpec, floor_std_per_variable
+from bench.validation import ConfigError
 from bench.worlds.base import PERIODS, World
 
 FRAMES_PER_DAY = 4
@@ -145,15 +147,43 @@ def _append(store_path, values, times, lat, lon, first: bool) -> None:
 
 
 class NatureWorld(World):
-    """The Held–Suarez nature run described by a card of kind ``nature-run``."""
+    """The Held–Suarez nature run described by a card of kind ``nature-run``.
+
+    The run integrates exactly its card's periods (the generation settings and the cache entry
+    come from the card alone). A run may set other periods inside the generated frames
+    (``--train-period 2001-01-01..2003-01-01`` on a five-year world: learn from its first two
+    years); the normalisation stays the generated training period's, so every such run shares
+    one normalised space, one emulator and one world cache.
+    """
 
     STORE = "world.zarr"
+    settable_periods = True
 
     def __init__(self, name: str, card: dict, periods: dict[str, str] | None = None):
-        super().__init__(name, card, periods)  # refuses periods other than the card's
-        self.settings = NatureRunSettings.from_card(card)
+        super().__init__(name, card, periods)
+        self.settings = NatureRunSettings.from_card(card)  # the card's, whatever periods are set
+        train = card["periods"]["train"]
+        self.generated_train = f"{train['start']}{PERIOD_SEPARATOR}{train['end']}"
         self.entry = cache.entry_dir("worlds", name, dataclasses.asdict(self.settings))
         self._marker: dict | None = None
+        self._check_inside_generated()
+
+    def _check_inside_generated(self) -> None:
+        """A period set by the user must lie inside the frames the card generates."""
+        times = self.settings.times()
+        first, end = times[0], times[-1] + np.timedelta64(6, "h")
+        for key in self.period_overrides:
+            p = self.periods[key]
+            if p.start < first or p.end > end:
+                raise ConfigError(
+                    f"periods.{key}", self.period_text(key),
+                    f"a period inside the frames world {self.name!r} generates "
+                    f"({np.datetime_as_string(first, 'm')}..{np.datetime_as_string(end, 'm')}); "
+                    f"a longer period needs a card that generates it")
+
+    @property
+    def normalisation(self) -> str:
+        return f"the world's statistics over its training period {self.generated_train}"
 
     # ----------------------------------------------------------------------------- cache
     def status(self, verify_checksums: bool = False) -> tuple[str, str]:

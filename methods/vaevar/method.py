@@ -81,6 +81,10 @@ class VAEVar(Assimilator):
             Four times the samples (stride 1, 15 epochs: the same number of optimiser steps)
             reconstructed no better (0.61 vs 0.59 mean squared error, scaled units) and
             checked no better (1.022 / 0.985 vs 1.011 / 0.970, see ``lam``).
+        sample_days: the samples come from the last ``sample_days`` days of the training
+            period (365: a year of pairs, as NMC practice uses; the built-in world's whole
+            training year); 0: all of it (the data-volume learning curve on a long world).
+            ``keyed_when_set``.
     Attributes (analysis):
         lam: λ > 0; the observation term is divided by λ, i.e. R is inflated to λ R
             (λ → ∞ returns the prior mode: x_b, or x_b + s ⊙ D(0) with neither odd_decoder nor
@@ -148,6 +152,7 @@ class VAEVar(Assimilator):
     recon_sigma: float = 2.0
     training_samples: str = "nmc"
     sample_stride: int = 4
+    sample_days: int = 365
     known_prior_count: int = 363
     lam: float = 4000.0
     outer_iterations: int = 2
@@ -160,7 +165,7 @@ class VAEVar(Assimilator):
 
     analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
                        "analysis_dtype", "subtract_offset", "odd_decoder", "lam_per_channel")
-    keyed_when_set = ("known_prior_count",)
+    keyed_when_set = ("known_prior_count", "sample_days")
     #: ``python -m bench tune``'s grid: λ (the observation term's weight, 1/λ) a factor 4
     #: apart around the default, and the L-BFGS budget per outer loop.
     tuning_grid = {"lam": (1000.0, 4000.0, 16000.0, 64000.0), "inner_iterations": (10, 20)}
@@ -181,6 +186,7 @@ class VAEVar(Assimilator):
             ("training_samples", self.training_samples in TRAINING_SAMPLES,
              f"one of {TRAINING_SAMPLES}"),
             ("sample_stride", self.sample_stride >= 1, "an integer ≥ 1"),
+            ("sample_days", self.sample_days >= 0, "an integer ≥ 0 (0: the whole period)"),
             ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
             ("lam", self.lam > 0, "> 0"),
             ("outer_iterations", self.outer_iterations >= 1, "an integer ≥ 1"),
@@ -214,12 +220,12 @@ class VAEVar(Assimilator):
         """
         shape = tuple(int(v) for v in ctx.spec.shape)
         if self.training_samples == "nmc":
-            samples = ctx.samples("nmc", start_stride=self.sample_stride)
+            samples = ctx.samples("nmc", start_stride=self.sample_stride, days=self.sample_days)
         elif self.training_samples == "known_prior":
             samples = ctx.samples("known_prior", count=self.known_prior_count)
         else:
             samples = ctx.samples("truth_minus_forecast", lead_hours=24,
-                                  start_stride=self.sample_stride)
+                                  start_stride=self.sample_stride, days=self.sample_days)
         # s: per-channel std of the samples; the VAE models ε / s (all channels ~ unit size).
         # Both in batches: the samples may be a memory map larger than memory (moments.py).
         scale = channel_std(samples).to(torch.float32).clamp_min(1e-8)
