@@ -207,14 +207,14 @@ def sample_targets(s: Setup, kind: str = "nmc", **settings) -> torch.Tensor:
 
 
 def training_context(s: Setup, method: Assimilator, progress: bool) -> TrainingContext:
-    """What ``method.fit`` may learn from: the training period only (``train_truth``: filled
-    chunk by chunk, without float64 copies of the whole period)."""
-    from bench.forecast.emulator_train import load_period
+    """What ``method.fit`` may learn from: the training period only (``train_truth``: the
+    period's cache file, memory-mapped: bench/training_truth.py)."""
+    from bench.training_truth import mapped_period
 
     world, spec = s.world, s.world.spec
     return TrainingContext(
         spec=spec, model=s.model,
-        train_truth=lambda: load_period(world, "train"),
+        train_truth=lambda: mapped_period(world, "train"),
         samples=lambda kind="nmc", **kw: samples(s, kind, progress, **kw),
         sample_targets=lambda kind="nmc", **kw: sample_targets(s, kind, **kw),
         device=s.device, seed=method.seed, progress=progress)

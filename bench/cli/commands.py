@@ -121,6 +121,7 @@ def _train_emulator(args: argparse.Namespace, cfg, world) -> int:
     from bench.forecast.emulator_train import load_or_train, load_period
     from bench.forecast.skill import lead_time_rmse
     from bench.store import command_line, write_table
+    from bench.training_truth import mapped_period
 
     emulator = EmulatorConfig()
     if cfg.forecast.emulator_steps is not None:
@@ -129,7 +130,7 @@ def _train_emulator(args: argparse.Namespace, cfg, world) -> int:
     model, log = load_or_train(world, emulator, progress=not args.quiet, retrain=args.retrain)
     print(f"emulator: {log['parameters']} parameters, trained in {log['seconds']} s "
           f"({emulator.steps} steps); final loss {log['losses'][-1][1]:.4f}")
-    climatology = load_period(world, "train").mean(dim=0)
+    climatology = mapped_period(world, "train").mean(dim=0)
     table = lead_time_rmse(model, load_period(world, "valid"), climatology, channels=HEADLINE)
     wide = table.pivot(index="channel", columns="lead_hours", values="model").loc[list(HEADLINE)]
     print("latitude-weighted RMSE on the validation period (model):")

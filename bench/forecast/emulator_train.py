@@ -29,7 +29,8 @@ def load_period(world, period: str) -> torch.Tensor:
     """A world's period as one normalised float32 tensor (T, C, H, W), filled chunk by chunk
     (bench/worlds/streaming.fill): the period itself is held, never float64 copies of it.
     Training draws random windows from the whole period every step, so the float32 period is
-    what the emulator needs in memory (the built-in world's training year: 0.8 GB)."""
+    what the emulator would need in memory (the built-in world's training year: 0.8 GB), so
+    training reads it memory-mapped instead (bench/training_truth.py ``mapped_period``)."""
     from bench.worlds.streaming import fill
 
     return fill(world.period(period), world.spec)
@@ -136,7 +137,9 @@ def load_or_train(
     spec = world.spec
 
     def build(directory: Path) -> dict:
-        net, log = train_emulator(load_period(world, "train"), spec, cfg, progress=progress)
+        from bench.training_truth import mapped_period
+
+        net, log = train_emulator(mapped_period(world, "train"), spec, cfg, progress=progress)
         torch.save(net.state_dict(), directory / WEIGHTS_FILE)
         return {"config": dataclasses.asdict(cfg), "world": world.name, **log}
 
