@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bench import obs_regime, scorer, store
+from bench import memory_check, obs_regime, scorer, store
 from bench.config import RunConfig, differences
 from bench.cycle import run_cycles
 from bench.obs_regime import ObservationGrid
+from bench.peak_memory import Stage
 from bench.scorer import CellScores
 from bench.setup import (
     Setup,
@@ -43,9 +44,11 @@ from bench.setup import (
     fit_and_load,
     initial_ensemble,
     open_world,
+    resolve_device,
     resolved_config,
     setup,
 )
+from bench.state import FENGWU_CHANNELS, StateSpec
 from bench.timing import device_name
 from bench.validation import ConfigError
 from bench.worlds import UnknownWorldError, card_grid
@@ -74,7 +77,8 @@ def cell_path(out: str | Path, key: CellKey) -> Path:
 def preflight(cfg: RunConfig) -> None:
     """Every check that needs no computation, so bad input fails before anything is written
     or built: the methods and their settings, FengWu's files, the world's card and the
-    metadata of its data (an ERA5 store: variables, levels, grid, the periods)."""
+    metadata of its data (an ERA5 store: variables, levels, grid, the periods), then whether
+    each method fits in the memory available (``check_memory``)."""
     for name in cfg.methods:
         for density in cfg.densities:  # tuned settings differ per density
             for seed in cfg.seeds:
@@ -88,6 +92,52 @@ def preflight(cfg: RunConfig) -> None:
     world = open_world(cfg)
     world.check()
     emulator_world(cfg, world).check()
+    check_memory(cfg, world_layout(world))
+
+
+def world_layout(world) -> StateSpec:
+    """The channels and grid of ``world`` (no statistics), with nothing built or generated:
+    the world's own ``layout`` where it has one (an ERA5 store's metadata, after ``check``: the
+    grid it serves, which may be coarser than its card's), else its card's ``[grid]`` and
+    ``[channels]`` (a generated world is written on its card's grid; its spec would need the
+    generated cache)."""
+    if hasattr(type(world), "layout"):
+        return world.layout
+    grid, channels = world.card["grid"], world.card.get("channels", {})
+    nlat, nlon = int(grid["nlat"]), int(grid["nlon"])
+    lat = obs_regime.grid_latitudes(nlat, str(grid["type"]))
+    return StateSpec.create(tuple(channels.get("names", FENGWU_CHANNELS)), lat,
+                            np.arange(nlon) * 360.0 / nlon, str(grid["type"]))
+
+
+def check_memory(cfg: RunConfig, spec: StateSpec) -> None:
+    """ConfigError naming ``methods`` when a method would not fit: its estimated peak
+    (bench/memory_check.py: its ``memory_estimate`` with the run's settings, at each density's
+    observation count, plus the harness's states) above the bytes the run's device has
+    available now. Cells run one after another, so each method must fit on its own; the largest
+    density counts (more observations, more memory)."""
+    device = resolve_device(cfg.device)
+    _, h, w = spec.shape
+    observed = len(cfg.observations.channels or spec.channels)
+    needed: dict[str, float] = {}
+    for name in cfg.methods:
+        for density in cfg.densities:  # tuned settings (members, sizes) differ per density
+            method = build_method(cfg, name, cfg.seeds[0], density)
+            # a 4D method holds the observations of every time of its window
+            times = len(cfg.observations.window_offsets(method.window_hours))
+            n_obs = times * memory_check.observation_count(cfg.observations.sampling, observed,
+                                                           h * w, density)
+            _, total = memory_check.needed_bytes(method, spec, n_obs)
+            needed[name] = max(needed.get(name, 0.0), total)
+    available = memory_check.available_bytes(device)
+    too_big = memory_check.exceeding(needed, available)
+    if too_big:
+        short = memory_check.shortfall(too_big, available, device)
+        raise ConfigError(
+            "methods", tuple(too_big),
+            f"methods that fit in memory: estimated peak {short} on {device.type} at {h}x{w} "
+            f"{spec.grid} with {len(spec.channels)} channels; leave them out, use a world with a "
+            "smaller grid, or run where more memory is free (another machine or --device)")
 
 
 def check_output(out: Path, cfg: RunConfig, resume: bool) -> None:
@@ -171,9 +221,9 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     regimes = _regimes(cfg, info)
     store.write_json(out / "config.json", cfg.to_json(regimes))
     store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start: {command}")
-    if executor is None and s.stage_seconds:
-        store.append_log(log, "setup: " + ", ".join(
-            f"{stage} {sec:.1f} s" for stage, sec in s.stage_seconds.items()))
+    if executor is None and s.stages:
+        store.append_log(log, "setup: " + "; ".join(
+            f"{name} {stage.describe()}" for name, stage in s.stages.items()))
     cells: dict[CellKey, xr.Dataset] = {}
     todo = []
     for key in grid(cfg):
@@ -232,18 +282,18 @@ def _run_cell(cfg: RunConfig, s: Setup, key: CellKey, progress: bool, log: Path
     method = build_method(cfg, method_name, seed, density)
     label = cell_name(*key)
     times = s.truth.times[s.start.start_index: s.start.start_index + cfg.cycle.cycles]
-    t0 = time.perf_counter()
+    stage = Stage.start()
     try:
         analyser = fit_and_load(s, method, progress)
         start = (initial_ensemble(s, cfg, seed, method.members, progress) if method.members
                  else s.start)
-        t_fit, t0 = time.perf_counter() - t0, time.perf_counter()
+        fitted, stage = stage.stop(), Stage.start()
         result = run_cycles(analyser, s.model, s.truth, start,
                             cfg.cell_observations(density, seed), cfg.cycle, s.climatology,
                             window_hours=method.window_hours,
                             forecast_batch=cfg.ensemble.forecast_batch,
                             progress=progress, label=label)
-        stages = f" (fit {t_fit:.1f} s, cycles {time.perf_counter() - t0:.1f} s)"
+        stages = f"; fit {fitted.describe()}; cycles {stage.stop().describe()}"
     except Exception as err:  # noqa: BLE001 - one failing cell must not stop the grid
         result = CellScores(cfg.cycle.cycles, s.truth.spec, method.members, method.window_hours)
         result.stop(0, f"{type(err).__name__}: {err}", status="error")

@@ -23,6 +23,7 @@ import torch
 from bench import cache
 from bench.config import RunConfig
 from bench.cycle import FirstBackground, TruthWindow, first_background
+from bench.peak_memory import Stage
 from bench.tuned import density_key, settings_at
 from bench.validation import ConfigError, check_method_setting
 from methods import METHODS, get_method
@@ -85,8 +86,9 @@ class Setup:
     start: FirstBackground
     climatology: torch.Tensor
     device: torch.device
-    #: wall seconds of each setup stage (world, forecast model, first background), for log.txt
-    stage_seconds: dict = dataclasses.field(default_factory=dict)
+    #: wall time and peak memory of each setup stage (world, forecast model, first background):
+    #: {name: bench/peak_memory.Stage}, for log.txt
+    stages: dict = dataclasses.field(default_factory=dict)
 
 
 def load_model(cfg: RunConfig, world, device: torch.device, progress: bool):
@@ -173,17 +175,17 @@ def setup(cfg: RunConfig, progress: bool = True) -> Setup:
     device = resolve_device(cfg.device)
     if device.type == "cpu":
         torch.set_num_threads(cfg.threads)
-    seconds, t0 = {}, time.perf_counter()
+    stages, stage = {}, Stage.start()
     world = open_world(cfg)
     print(world.prepare(progress=progress))
-    seconds["world"], t0 = time.perf_counter() - t0, time.perf_counter()
+    stages["world"], stage = stage.stop(), Stage.start()
     model, key = load_model(cfg, world, device, progress)
-    seconds["forecast model"], t0 = time.perf_counter() - t0, time.perf_counter()
+    stages["forecast model"], stage = stage.stop(), Stage.start()
     truth = TruthWindow(world.period(cfg.cycle.period), world.spec, device)
     start = first_background(model, truth, cfg.cycle)
     clim = climatology(world).to(device)
-    seconds["truth window and first background"] = time.perf_counter() - t0
-    return Setup(world, model, key, truth, start, clim, device, seconds)
+    stages["truth window and first background"] = stage.stop()
+    return Setup(world, model, key, truth, start, clim, device, stages)
 
 
 # ----------------------------------------------------------------------------- methods

@@ -12,6 +12,7 @@ from forecast_fixtures import persistence_setup
 
 from bench import runner
 from bench.config import CycleSettings, RunConfig
+from bench.peak_memory import Stage
 
 CFG = RunConfig(world="tiny", methods=("none",), densities=(0.05, 0.2), seeds=(0, 1),
                 cycle=CycleSettings(days=2, first_lead_hours=12, spinup_cycles=2))
@@ -118,15 +119,18 @@ def test_every_method_sees_identical_observations_and_tables_regenerate_identica
 
 
 def test_log_times_each_stage(tmp_path):
-    """log.txt says how long setup's stages, each method's fit and its cycles took."""
+    """log.txt says how long setup's stages, each method's fit and its cycles took, and the
+    peak memory of each."""
     cfg = RunConfig(methods=("none",), densities=(0.05,),
                     cycle=CycleSettings(days=1, spinup_cycles=2))
     s = prepared(cfg)
-    s.stage_seconds.update({"world": 1.25, "forecast model": 2.5})
+    s.stages.update({"world": Stage(0.0, True, 1.25, 1.2e9),
+                     "forecast model": Stage(0.0, False, 2.5, 2.5e9)})
     runner.run(cfg, tmp_path / "run", progress=False, prepared=s)
     log = (tmp_path / "run" / "log.txt").read_text()
-    assert "setup: world 1.2 s, forecast model 2.5 s" in log
-    assert re.search(r"cell none__0.05__0: ok \(fit \d+\.\d s, cycles \d+\.\d s\)", log), log
+    assert "setup: world 1.2 s (peak 1.20 GB); forecast model 2.5 s (peak so far 2.50 GB)" in log
+    assert re.search(r"cell none__0.05__0: ok; fit \d+\.\d s \(peak \d+\.\d\d GB\); "
+                     r"cycles \d+\.\d s \(peak \d+\.\d\d GB\)", log), log
 
 
 def test_metrics_dims_are_method_density_seed_first(tmp_path):

@@ -33,11 +33,17 @@ from bench import store
 from bench.config import DEVICES, ObservationSettings
 from bench.experiments.synthetic import (
     MAX_CHANNELS,
-    available_bytes,
     grid_coordinates,
     harness_bytes,
     synthetic_spec,
     untrained,
+)
+from bench.memory_check import (
+    available_bytes,
+    exceeding,
+    needed_bytes,
+    observation_count,
+    shortfall,
 )
 from bench.obs_regime import DensityRequest, ObservationGrid, regimes, resolve_densities
 from bench.observations import observe
@@ -238,24 +244,18 @@ def time_method(name: str, spec: StateSpec, density: float, device: torch.device
 # ----------------------------------------------------------------------------- the command
 def check_memory(settings: TimingSettings, spec: StateSpec, n_obs: int,
                  device: torch.device) -> dict[str, MemoryEstimate]:
-    """{method: estimate}; ValueError if one would exceed the memory available now.
-
-    Methods run one after another and are freed in between, so each must fit on its own.
+    """{method: estimate}; ValueError if one would exceed the memory available now
+    (bench/memory_check.py: the same estimate and words as ``run``'s preflight).
     """
-    estimates = {}
+    estimates, needed = {}, {}
     for name in settings.methods:
-        method = get_method(name)()
-        estimates[name] = method.memory_estimate(spec, n_obs, method.members)
-    harness = {n: harness_bytes(spec, get_method(n).members) for n in settings.methods}
+        estimates[name], needed[name] = needed_bytes(get_method(name)(), spec, n_obs)
     available = available_bytes(device)
-    too_big = {n: e.total + harness[n] for n, e in estimates.items()
-               if e.total + harness[n] > available}
+    too_big = exceeding(needed, available)
     if too_big:
-        worst = ", ".join(f"{n} ≈ {b / GIB:.1f} GiB" for n, b in too_big.items())
-        where = "GPU memory free" if device.type == "cuda" else "RAM available"
         raise ValueError(f"refusing --grid {settings.grid} with {settings.channels} channels on "
-                         f"{device.type}: estimated peak memory {worst} exceeds the "
-                         f"{available / GIB:.1f} GiB of {where}; leave those methods out or "
+                         f"{device.type}: estimated peak memory "
+                         f"{shortfall(too_big, available, device)}; leave those methods out or "
                          "use a smaller grid")
     return estimates
 
@@ -271,9 +271,9 @@ def timing_table(settings: TimingSettings, progress: Callable[[str], None] | Non
     device = resolve_device(settings.device)
     nlat, nlon = settings.shape()
     spec = synthetic_spec(nlat, nlon, settings.channels)
-    # "columns" sampling observes all C channels at round(density · H · W) points (≥ 1);
-    # checked before the states exist: at 0.25° they alone are ~1 GB
-    n_obs = settings.channels * max(1, round(settings.density * nlat * nlon))
+    # "columns" sampling (all C channels at round(density · H · W) points, ≥ 1), as
+    # synthetic_case draws them; checked before the states exist: at 0.25° they alone are ~1 GB
+    n_obs = observation_count("columns", settings.channels, nlat * nlon, settings.density)
     estimates = check_memory(settings, spec, n_obs, device)
     peaks = device_peaks(device)
     rows = []

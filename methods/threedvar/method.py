@@ -84,8 +84,9 @@ class ThreeDVar(Assimilator):
             iterations at 20 / 50 %, where the better-converged analysis is worse (0.282;
             diverged): with ~10⁴–7·10⁴ observations the static B and R do not describe the
             6 h errors, and the truncated minimiser is what regularises (L-BFGS on a quadratic
-            with exact line searches makes CG's iterates). Capped at 25 iterations, CG is
-            L-BFGS 25's truncation there (see ``max_iterations``).
+            with exact line searches makes CG's iterates). Capped at 25 iterations (the
+            default) CG gives 0.199 / 0.117 there, 4 % behind L-BFGS 25: at 20–50 % choose
+            the solver settings per density (``bench tune``; CG to 0.1 gave 0.180 / 0.124).
         max_iterations: iteration cap of either solver (25). With σ_o ≈ 0.01 σ_clim the
             Hessian's condition number is ~1e4 and full convergence takes hundreds of
             iterations; the cap binds only at dense networks (CG to 0.03 needed at most 11 /
