@@ -142,10 +142,12 @@ def test_bad_period_flags_name_the_flag(cards, store, capsys, flag, value, expec
         assert "2018-01-01T00:00..2018-01-12T00:00" in err
 
 
-def test_generated_world_keeps_its_periods(capsys, isolated_cache):
+def test_generated_world_takes_periods_only_inside_its_frames(capsys, isolated_cache):
+    """A nature run generates its card's frames: a period past them is refused before
+    anything is generated (tests/test_nature_periods.py: periods inside them)."""
     err = refuse(capsys, "prepare", "--world", "heldsuarez-5.625", "--test-period",
-                 "2002-02-01..2002-03-01")
-    assert "--test-period 2002-02-01..2002-03-01" in err and "generates its own" in err
+                 "2002-03-01..2002-05-01")
+    assert "--test-period 2002-03-01..2002-05-01" in err and "inside the frames" in err
     assert not isolated_cache.exists()
 
 

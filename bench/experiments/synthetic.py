@@ -15,12 +15,10 @@ builds each method at any grid without a world or a training period:
 
 from __future__ import annotations
 
-import math
-import os
-
 import numpy as np
 import torch
 
+from bench.memory_check import available_bytes, harness_bytes
 from bench.state import FENGWU_CHANNELS, StateSpec
 from methods.base import Analyser, Assimilator
 
@@ -79,30 +77,6 @@ def untrained(method: Assimilator, spec: StateSpec, device: torch.device | str =
     ``spec`` on ``device``, with random internals of the configured size: its own
     ``untrained(spec, seed)`` state, loaded. No world, no training."""
     return method.load(method.untrained(spec, seed), spec, torch.device(device))
-
-
-def harness_bytes(spec: StateSpec, members: int = 0) -> float:
-    """Memory the harness holds besides the method: the interpreter and libraries (~300 MB),
-    the truth, the background history, the observations (4 float32 states) and, for an
-    ensemble, every member's two frames and analysis (3 float32 states each)."""
-    f32 = 4.0 * math.prod(spec.shape)
-    return 300e6 + 4 * f32 + 3 * f32 * members
-
-
-def available_bytes(device: torch.device) -> float:
-    """Memory a run may use now: free GPU memory, or the kernel's MemAvailable (RAM)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return float(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024.0
-    except OSError:
-        pass
-    return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 
 __all__ = ["available_bytes", "grid_coordinates", "harness_bytes", "synthetic_spec",
