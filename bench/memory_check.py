@@ -22,6 +22,7 @@ from collections.abc import Mapping
 import torch
 
 from bench.obs_regime import columns_for_density
+from bench.peak_memory import proc_bytes
 from bench.state import StateSpec
 from methods.base import Assimilator, MemoryEstimate
 
@@ -45,13 +46,9 @@ def available_bytes(device: torch.device) -> float:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return float(free)
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return float(line.split()[1]) * 1024.0
-    except OSError:
-        pass
+    available = proc_bytes("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available
     return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
 
 

@@ -30,16 +30,25 @@ def reset_peak() -> bool:
         return False
 
 
-def peak_bytes() -> float:
-    """This process's resident high-water mark (bytes): VmHWM where /proc has it (since the
-    last reset), else ru_maxrss (since the process started; kB on Linux, bytes on macOS)."""
+def proc_bytes(path: str, key: str) -> float | None:
+    """The ``key:`` line of a /proc file that counts in kB (/proc/meminfo, /proc/self/status),
+    in bytes; None where the file or the line is missing (not Linux)."""
     try:
-        with open("/proc/self/status") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{key}:"):
                     return float(line.split()[1]) * 1024
     except OSError:
         pass
+    return None
+
+
+def peak_bytes() -> float:
+    """This process's resident high-water mark (bytes): VmHWM where /proc has it (since the
+    last reset), else ru_maxrss (since the process started; kB on Linux, bytes on macOS)."""
+    hwm = proc_bytes("/proc/self/status", "VmHWM")
+    if hwm is not None:
+        return hwm
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return float(rss) * (1 if sys.platform == "darwin" else 1024)
 
