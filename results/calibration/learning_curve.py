@@ -17,8 +17,8 @@ import pandas as pd  # noqa: E402
 
 HERE = Path(__file__).parent
 #: (label, method row, N, folder): VAE-Var's N = 363 fit ran 60 epochs and N = 3,630 ran 6, the
-#: same number of optimiser steps (~1,360 of 16 samples); DiffDA trains 600 steps per lead at
-#: any N.
+#: same number of optimiser steps (~1,360 of 16 samples), N = 36,300 one epoch (2,269 steps:
+#: the fewest whole epochs); DiffDA trains 600 steps per lead at any N.
 RUNS = [
     ("vaevar, λ = 4000", "vaevar", 363, "known-prior-vaevar-363"),
     ("vaevar, λ = 4000", "vaevar", 3630, "known-prior-learned-3630"),
@@ -27,6 +27,11 @@ RUNS = [
     ("diffda, 1 sample", "diffda", 363, "known-prior-diffda-363"),
     ("diffda, 1 sample", "diffda", 3630, "known-prior-learned-3630"),
     ("diffda, mean of 8 samples", "diffda", 3630, "known-prior-learned-3630-lam1-k8"),
+    # N = 36,300: VAE-Var 1 epoch (2,269 steps: the fewest whole epochs, 1.7x the others')
+    ("vaevar, λ = 4000", "vaevar", 36300, "known-prior-learned-36300"),
+    ("vaevar, λ = 1 (R as given)", "vaevar", 36300, "known-prior-learned-36300-lam1-k8"),
+    ("diffda, 1 sample", "diffda", 36300, "known-prior-learned-36300"),
+    ("diffda, mean of 8 samples", "diffda", 36300, "known-prior-learned-36300-lam1-k8"),
 ]
 
 
@@ -57,7 +62,7 @@ def main() -> None:
             ax.plot(group.N, group["all"], "o-", label=label)
         ax.axhline(1, color="k", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xticks([363, 3630], ["363", "3,630"])
+        ax.set_xticks([363, 3630, 36300], ["363", "3,630", "36,300"])
         ax.minorticks_off()
         ax.set_xlabel("known-prior training draws N")
         ax.set_title(f"density {density:g}")
