@@ -98,19 +98,25 @@ def main(src: Path) -> None:
                 index=False, floatfmt=(None, "g", ".3f", ".3f", ".3f")) + "\n\n")
     densities = sorted(df.loc[df.cycled.notna(), "density"].unique()) if "cycled" in df else []
     if densities:
-        fig, axes = plt.subplots(1, len(densities), figsize=(3.4 * len(densities), 3.4))
-        for ax, density in zip(list(axes) if len(densities) > 1 else [axes], densities,
-                               strict=True):
+        methods = sorted(df.loc[df.cycled.notna(), "method"].unique())
+        colours = {m: f"C{i}" for i, m in enumerate(methods)}  # one colour per method
+        fig, axes = plt.subplots(1, len(densities), figsize=(3.6 * len(densities), 3.6),
+                                 squeeze=False)
+        for ax, density in zip(axes[0], densities, strict=True):
             part = df[(df.density == density) & df.cycled.notna()]
             for method, group in part.groupby("method"):
-                ax.plot(group.years, group.cycled.clip(upper=1.5), "o-", label=method)
+                ok = group[group.cycled < float("inf")]
+                ax.plot(ok.years, ok.cycled, "o-", color=colours[method], label=method)
+                for years in group.years[group.cycled == float("inf")]:  # diverged
+                    ax.annotate(f"{method}: diverged", (years, 0.9), color=colours[method],
+                                xycoords=("data", "axes fraction"), ha="left", fontsize=8)
             ax.set_xticks(YEARS)
             ax.set_xlabel("training years")
             ax.set_title(f"density {density:g}")
-        axes_list = list(axes) if len(densities) > 1 else [axes]
-        axes_list[0].set_ylabel("cycled analysis RMSE (channel mean, normalised)")
-        axes_list[-1].legend(fontsize=8)
-        fig.tight_layout()
+        axes[0][0].set_ylabel("cycled analysis RMSE\n(channel mean, normalised)")
+        handles = [plt.Line2D([], [], color=colours[m], marker="o", label=m) for m in methods]
+        fig.legend(handles=handles, loc="lower center", ncol=len(methods), fontsize=8)
+        fig.tight_layout(rect=(0, 0.08, 1, 1))
         fig.savefig(HERE / "learning_curve.png", dpi=120)
     copy_runs(src)
 
