@@ -89,7 +89,7 @@ def test_a_worker_killed_mid_cell_is_replaced_and_the_run_is_unchanged(
     assert len(list((tmp_path / "dask" / "cells").iterdir())) == 8
     # every cell logged exactly one result: the killed attempt died before writing anything
     log = (tmp_path / "dask" / "log.txt").read_text().splitlines()
-    finished = sorted(line.split(" (fit")[0] for line in log if ": ok (fit" in line)
+    finished = sorted(line.split("; fit")[0] for line in log if ": ok; fit" in line)
     assert finished == sorted(f"cell {runner.cell_name(*key)}: ok" for key in runner.grid(cfg))
 
 

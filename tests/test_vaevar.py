@@ -155,7 +155,7 @@ def test_fit_is_deterministic_and_its_cached_state_loads_the_same_analyser():
     method = VAEVar.for_tests()
     ctx = context(samples)
     state = check_fit_is_pure(method, ctx)
-    assert ctx.calls == [("nmc", {"start_stride": 1})]
+    assert ctx.calls == [("nmc", {"start_stride": 1, "days": 365})]
     again = method.fit(context(samples))
     for key, value in state["vae"].items():
         torch.testing.assert_close(again["vae"][key], value, rtol=0, atol=0)
@@ -189,7 +189,8 @@ def test_load_copies_the_decoder_to_the_analysis_dtype():
 def test_truth_minus_forecast_samples_are_asked_for_with_a_24h_lead():
     ctx = context(coupled_samples(32))
     VAEVar.for_tests(training_samples="truth_minus_forecast", epochs=1).fit(ctx)
-    assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24, "start_stride": 1})]
+    assert ctx.calls == [("truth_minus_forecast", {"lead_hours": 24, "start_stride": 1,
+                                                   "days": 365})]
 
 
 def test_scale_is_the_per_channel_std_of_the_samples():
