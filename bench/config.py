@@ -16,7 +16,7 @@ import typing
 import numpy as np
 
 from bench.obs_regime import DensityRequest
-from bench.periods import PeriodSettings, parse_period
+from bench.periods import PERIOD_EXPECTED, PeriodSettings, is_period
 from bench.state import StateSpec
 from bench.tuned import check_tuned
 from bench.validation import check, check_list, is_int, is_number, nested
@@ -35,15 +35,6 @@ STEP_HOURS = 6
 REGIMES_KEY = "observation_regimes"
 
 
-def is_period(text) -> bool:
-    """Whether ``text`` is ``START..END`` (bench/periods.parse_period)."""
-    try:
-        parse_period(text)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 # ----------------------------------------------------------------------------- settings
 @dataclasses.dataclass(frozen=True)
 class ForecastSettings:
@@ -54,8 +45,7 @@ class ForecastSettings:
         fengwu_onnx, fengwu_mean, fengwu_std: the release's files (kind "fengwu" only).
         emulator_steps: optimiser steps of the emulator (None: its default).
         emulator_train_period: ``START..END`` the emulator learns from (None: the run's training
-            period). Holds the forecast model fixed while the methods' training period varies
-            (a data-volume learning curve); it may not overlap the valid or test period.
+            period): one forecast model while the methods' training period varies.
     """
 
     kind: str = "emulator"
@@ -72,8 +62,7 @@ class ForecastSettings:
                   is_int(self.emulator_steps) and self.emulator_steps >= 1, "an integer >= 1")
         if self.emulator_train_period is not None:
             check("emulator_train_period", self.emulator_train_period,
-                  is_period(self.emulator_train_period),
-                  "START..END (ISO dates or date-times, START before END, END excluded)")
+                  is_period(self.emulator_train_period), PERIOD_EXPECTED)
             check("emulator_train_period", self.emulator_train_period, self.kind == "emulator",
                   "no period: it sets the built-in emulator's, not a release's",
                   {"kind": self.kind})

@@ -30,6 +30,20 @@ def parse_period(text: str) -> tuple[np.datetime64, np.datetime64]:
     return times
 
 
+#: What a period must be, in a ConfigError's words.
+PERIOD_EXPECTED = (f"START{PERIOD_SEPARATOR}END, ISO dates or date-times with START before END, "
+                   f"END excluded (e.g. 1979-01-01{PERIOD_SEPARATOR}2016-01-01)")
+
+
+def is_period(text) -> bool:
+    """Whether ``text`` is ``START..END`` as ``parse_period`` takes it."""
+    try:
+        parse_period(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 @dataclasses.dataclass(frozen=True)
 class PeriodSettings:
     """The world's train / valid / test periods, each ``START..END`` (ISO dates or date-times,
@@ -48,14 +62,7 @@ class PeriodSettings:
             value = getattr(self, name)
             if value is None:
                 continue
-            try:
-                parse_period(value)
-                ok = True
-            except ValueError:
-                ok = False
-            check(name, value, ok, f"START{PERIOD_SEPARATOR}END, ISO dates or date-times with "
-                                   f"START before END, END excluded (e.g. "
-                                   f"1979-01-01{PERIOD_SEPARATOR}2016-01-01)")
+            check(name, value, is_period(value), PERIOD_EXPECTED)
 
     def given(self) -> dict[str, str]:
         """{period: "START..END"} of the periods set (the others are the card's)."""
