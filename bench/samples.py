@@ -1,6 +1,6 @@
 """Background-error samples from the training period: the material methods learn B from.
 
-Three kinds, all in normalised units, shape (N, C, H, W); one sample per start for the first two:
+Four kinds, all in normalised units, shape (N, C, H, W); one sample per start for the first two:
 
     nmc                   ε_i = M_{48h}(x_{i−1}, x_i) − M_{24h}(x_{j−1}, x_j),  j = i + 24 h
                           (Parrish & Derber 1992: two forecasts valid at the same time i + 48 h;
@@ -11,6 +11,10 @@ Three kinds, all in normalised units, shape (N, C, H, W); one sample per start f
                           nmc samples of the same lead pair and stride (``known_prior_statistics``);
                           methods/common/covariance/known_prior.py. Zero-mean Gaussian, so it is
                           the distribution of x_b − x_true and of x_true − x_b alike.
+    cycled_background     d_j = x_true(t_j) − x_b(t_j): the 6 h backgrounds of a method
+                          (``method``, its defaults) cycled through the training period at
+                          observation density ``density`` (bench/cycled_samples.py); every
+                          cycle's is cached once, a ``start_stride`` is a view of them.
 
 Starts are taken every ``start_stride`` frames (4 = one a day) of the sample window — the last
 ``days`` days (365 by default) of ``period`` (the training period by default) — at most
@@ -27,6 +31,8 @@ memory-mapped (copy-on-write): reading a batch of it reads that batch from disk.
 from __future__ import annotations
 
 import dataclasses
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +44,14 @@ from bench.forecast.base import STEP_HOURS, ForecastModel
 from bench.periods import parse_period
 from bench.samples_forecast import batch_starts, make_samples, sample_batch, sample_starts, window
 from bench.worlds.streaming import release_memory
+from methods.base import Analyser
 
 __all__ = ["KINDS", "SampleSettings", "known_prior_statistics", "load_or_make_samples",
            "make_samples", "samples_entry"]
 
-KINDS = ("nmc", "truth_minus_forecast", "known_prior")
+KINDS = ("nmc", "truth_minus_forecast", "known_prior", "cycled_background")
+#: the fields only cycled_background reads (and keys)
+CYCLED_FIELDS = ("method", "density")
 SAMPLES_FILE = "samples.npy"
 STATISTICS_FILE = "statistics.pt"
 
@@ -66,6 +75,9 @@ class SampleSettings:
         days: only the last ``days`` days of ``period`` (365: a year of pairs, as NMC practice
             uses; the built-in world's whole training year); 0: all of it.
         max_samples: at most this many starts, evenly spread over the window; 0: no cap.
+            (Not for cycled_background, whose samples are one cycle's each.)
+        method, density: cycled_background only: the registered method that cycles and the
+            density of its observations (a fraction of grid columns in (0, 1]).
     """
 
     kind: str = "nmc"
@@ -78,6 +90,8 @@ class SampleSettings:
     period: str = ""
     days: int = 365
     max_samples: int = 0
+    method: str = ""
+    density: float = 0.0
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -94,6 +108,16 @@ class SampleSettings:
         if self.long_hours <= self.short_hours:
             raise ValueError(
                 f"NMC needs long_hours > short_hours, got {self.long_hours} and {self.short_hours}")
+        if self.kind == "cycled_background":
+            if not (isinstance(self.method, str) and self.method):
+                raise ValueError("cycled_background samples need method=<a registered method "
+                                 "that cycles>")
+            if not (isinstance(self.density, (int, float)) and 0 < self.density <= 1):
+                raise ValueError(f"density={self.density!r} must be a fraction of grid columns "
+                                 "in (0, 1] for cycled_background samples")
+            if self.max_samples:
+                raise ValueError("max_samples does not apply to cycled_background samples "
+                                 "(thin them with start_stride)")
         if self.period:
             try:
                 parse_period(self.period)
@@ -111,10 +135,17 @@ def _key_settings(settings: SampleSettings, world=None) -> dict:
     """The settings in the cache key. Keys made before a field existed stay valid: ``count`` is
     keyed only for known_prior; ``period`` and ``days`` enter only as the window they select,
     and only when it is not the whole training period (``world`` given); ``max_samples`` only
-    when set (it might then thin the starts)."""
+    when set (it might then thin the starts); ``method`` and ``density`` only for
+    cycled_background, which has no lead pair or lead."""
     out = dataclasses.asdict(settings)
     if settings.kind != "known_prior":
         out.pop("count")
+    if settings.kind == "cycled_background":  # 6 h backgrounds: no lead pair, no lead
+        for name in ("long_hours", "short_hours", "lead_hours"):
+            out.pop(name)
+    else:
+        for name in CYCLED_FIELDS:
+            out.pop(name)
     for name in ("period", "days", "max_samples"):
         out.pop(name)
     if settings.max_samples:
@@ -127,11 +158,15 @@ def _key_settings(settings: SampleSettings, world=None) -> dict:
     return out
 
 
-def samples_entry(world, model_key: str, settings: SampleSettings) -> Path:
+def samples_entry(world, model_key: str, settings: SampleSettings,
+                  cycling_key: dict | None = None) -> Path:
     """The cache entry of ``settings``' samples on ``world`` with the model ``model_key``
-    (reads the training period's times to resolve the sample window)."""
+    (reads the training period's times to resolve the sample window); cycled_background: also
+    keyed by ``cycling_key``, the cycling method's class and cache config."""
     key = {"settings": _key_settings(settings, world), "world": cache.config_hash(world.card),
            "model": model_key}
+    if settings.kind == "cycled_background":
+        key["cycling"] = cycling_key
     return cache.entry_dir("samples", world.name, key)
 
 
@@ -209,16 +244,39 @@ def _draw_batches(world, model: ForecastModel, model_key: str, settings: SampleS
     return settings.count
 
 
+def _cycled_rows(world, model: ForecastModel, settings: SampleSettings, cycling, folder: Path,
+                 progress: bool) -> int:
+    """Write the cycled_background samples into ``folder`` (bench/cycled_samples.py)."""
+    from bench.cycled_samples import cycle_errors
+    from bench.training_truth import mapped_period
+
+    identity = json.loads(json.dumps({"settings": _key_settings(settings, world),
+                                      "cycling": cycling[1]}, default=str))
+    return cycle_errors(mapped_period(world, "train"), _train_times(world), world.spec, model,
+                        cycling[0](), settings, folder, identity, progress)
+
+
 def load_or_make_samples(
-    world, model: ForecastModel, model_key: str, settings: SampleSettings, progress: bool = True
+    world, model: ForecastModel, model_key: str, settings: SampleSettings, progress: bool = True,
+    cycling: tuple[Callable[[], Analyser], dict] | None = None,
 ) -> torch.Tensor:
     """Cached samples (N, C, H, W) float32 for (world, model, settings), computed from the
     training period if absent, batch by batch and resumably (module docstring). The tensor is
     backed by a copy-on-write memory map of the cached file.
 
     ``model_key`` identifies the forecast model's weights (e.g. its cache entry name).
+    ``cycling`` (cycled_background only): a function giving the loaded cycling method (called
+    only when the samples are built) and its key (class and cache config).
     """
-    entry = samples_entry(world, model_key, settings)
+    if settings.kind == "cycled_background" and cycling is None:
+        raise ValueError("cycled_background samples need the cycling method (cycling=)")
+    if settings.kind == "cycled_background" and settings.start_stride > 1:
+        # every stride's samples are one cycle's: cache every cycle once, serve a view
+        every = dataclasses.replace(settings, start_stride=1)
+        return load_or_make_samples(world, model, model_key, every, progress,
+                                    cycling)[::settings.start_stride]
+    cycling_key = None if cycling is None else cycling[1]
+    entry = samples_entry(world, model_key, settings, cycling_key)
 
     def build(directory: Path) -> dict:
         with resumable.locked(entry) as folder:
@@ -226,6 +284,8 @@ def load_or_make_samples(
                 return {}  # build_entry keeps that entry and discards this directory
             if settings.kind == "known_prior":
                 count = _draw_batches(world, model, model_key, settings, folder, progress)
+            elif settings.kind == "cycled_background":
+                count = _cycled_rows(world, model, settings, cycling, folder, progress)
             else:
                 count = _forecast_batches(world, model, settings, folder, progress)
             resumable.link_into(folder / SAMPLES_FILE, directory)

@@ -193,8 +193,28 @@ def samples(s: Setup, kind: str = "nmc", progress: bool = True, **settings) -> t
     """The world's cached background-error samples (bench/samples.py) for this model."""
     from bench.samples import SampleSettings, load_or_make_samples
 
-    return load_or_make_samples(s.world, s.model, s.model_key,
-                                SampleSettings(kind=kind, **settings), progress=progress)
+    sample_settings = SampleSettings(kind=kind, **settings)
+    cycling = None
+    if kind == "cycled_background":  # the method that cycles: registered, its defaults
+        method = cycling_method(sample_settings.method)
+        cycling = (lambda: fit_and_load(s, method, progress),
+                   {"method": type(method).__name__, "config": method.cache_config()})
+    return load_or_make_samples(s.world, s.model, s.model_key, sample_settings,
+                                progress=progress, cycling=cycling)
+
+
+def cycling_method(name: str) -> Assimilator:
+    """The registered method ``name`` with its defaults, to cycle through the training period
+    for cycled_background samples; ConfigError unless it is deterministic and 3D (an ensemble's
+    members and a 4D window are not what the sample loop hands over)."""
+    if name not in METHODS:
+        raise ConfigError("cycled_background method", name,
+                          f"a registered method: {', '.join(METHODS)}")
+    method = get_method(name)()
+    if method.members or method.window_hours:
+        raise ConfigError("cycled_background method", name,
+                          "a deterministic 3D method (no ensemble members, no 4D window)")
+    return method
 
 
 def sample_targets(s: Setup, kind: str = "nmc", **settings) -> torch.Tensor:
@@ -204,8 +224,12 @@ def sample_targets(s: Setup, kind: str = "nmc", **settings) -> torch.Tensor:
     from bench.samples_forecast import sample_targets as targets
 
     times = s.world.period("train").time.values
-    return torch.from_numpy(targets(times, SampleSettings(kind=kind, **settings),
-                                    s.model.history))
+    sample_settings = SampleSettings(kind=kind, **settings)
+    if kind == "cycled_background":
+        from bench.cycled_samples import cycled_targets
+
+        return torch.from_numpy(cycled_targets(times, sample_settings, s.model.history))
+    return torch.from_numpy(targets(times, sample_settings, s.model.history))
 
 
 def training_context(s: Setup, method: Assimilator, progress: bool) -> TrainingContext:

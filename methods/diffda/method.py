@@ -76,15 +76,17 @@ import torch
 from bench.state import StateSpec
 from methods.base import Assimilator, MemoryEstimate, TrainingContext
 from methods.common import neighbours
+from methods.common.cycled import CYCLED_DENSITY, CYCLED_METHOD, cycled_checks, cycled_settings
 from methods.common.memory import activation_bytes, parameter_bytes
 from methods.diffda import exact_denoiser as exact
 from methods.diffda.analysis import DiffDAAnalyser
 from methods.diffda.denoiser import ConditionalDenoiser
 from methods.diffda.sampler import make_scheduler
-from methods.diffda.train import IncrementPairs, train_denoiser, training_increments
+from methods.diffda.train import IncrementPairs, cycled_pairs, train_denoiser, training_increments
 
 #: Hours per forecast-model step.
 STEP_HOURS = 6
+TRAINING_SAMPLES = ("forecast", "known_prior", "cycled_background")
 #: The per-channel scale s of ``untrained`` states (normalised units).
 UNTRAINED_SCALE = 0.3
 
@@ -155,6 +157,8 @@ class DiffDA(Assimilator):
     start_stride: int = 2
     training_samples: str = "forecast"
     known_prior_count: int = 363
+    cycled_method: str = CYCLED_METHOD
+    cycled_density: float = CYCLED_DENSITY
     denoiser: str = "learned"
     fit_version: int = 2
     steps: int = 40
@@ -168,7 +172,8 @@ class DiffDA(Assimilator):
 
     analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff",
                        "samples_per_analysis", "members")
-    keyed_when_set = ("training_samples", "known_prior_count", "denoiser")
+    keyed_when_set = ("training_samples", "known_prior_count", "denoiser", "cycled_method",
+                      "cycled_density")
     #: ``python -m bench tune``'s grid: the observation mask's width (grid lengths) and the
     #: sampling steps.
     tuning_grid = {"mask_sigma": (0.5, 1.5, 3.0, 6.0), "steps": (40, 80)}
@@ -191,8 +196,13 @@ class DiffDA(Assimilator):
             ("batch_size", self.batch_size >= 1, "an integer ≥ 1"),
             ("lr", self.lr > 0, "> 0"),
             ("start_stride", self.start_stride >= 1, "an integer ≥ 1"),
-            ("training_samples", self.training_samples in ("forecast", "known_prior"),
-             "forecast or known_prior"),
+            ("training_samples", self.training_samples in TRAINING_SAMPLES,
+             f"one of {TRAINING_SAMPLES}"),
+            ("training_samples", self.training_samples != "cycled_background" or
+             STEP_HOURS in self.leads_hours,
+             f"a lead of {STEP_HOURS} h in leads_hours with cycled_background (the cycles' "
+             "lead)"),
+            *cycled_checks(self.cycled_method, self.cycled_density),
             ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
             ("denoiser", self.denoiser in ("learned", "exact_gaussian"),
              "learned or exact_gaussian"),
@@ -250,6 +260,9 @@ class DiffDA(Assimilator):
                 eps = ctx.samples("known_prior", count=self.known_prior_count)
                 target_index = (torch.arange(eps.shape[0]) * self.start_stride) % truth.shape[0]
                 pairs = IncrementPairs(eps, truth, target_index, sign=-1.0)
+            elif self.training_samples == "cycled_background" and lead == STEP_HOURS:
+                pairs = cycled_pairs(ctx, truth, self.start_stride,
+                                     cycled_settings(self.cycled_method, self.cycled_density))
             else:  # d_i = x_{t_i} − x̂_i, the cached truth − forecast samples
                 pairs = training_increments(ctx, truth, lead, self.start_stride)
             scale = pairs.scale()  # s: per-channel std of the training increments

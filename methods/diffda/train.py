@@ -115,6 +115,16 @@ def training_increments(ctx, truth: torch.Tensor, lead_hours: int, stride: int
     return IncrementPairs(increments, truth, target)
 
 
+def cycled_pairs(ctx, truth: torch.Tensor, stride: int, cycling: dict) -> IncrementPairs:
+    """The pairs (x_b, d = x_true − x_b) of every ``stride``-th 6 h background of the cycle
+    ``cycling`` (method, density) through the whole training period (``ctx.samples``'
+    cycled_background kind, cached, memory-mapped), and the truth frame of each."""
+    settings = dict(start_stride=stride, days=0, **cycling)
+    increments = ctx.samples("cycled_background", **settings)
+    target = torch.as_tensor(ctx.sample_targets("cycled_background", **settings))
+    return IncrementPairs(increments, truth, target)
+
+
 def train_denoiser(
     denoiser: ConditionalDenoiser,
     pairs: IncrementPairs,

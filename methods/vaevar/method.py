@@ -38,6 +38,7 @@ import torch
 
 from bench.state import StateSpec
 from methods.base import Assimilator, MemoryEstimate, TrainingContext
+from methods.common.cycled import CYCLED_DENSITY, CYCLED_METHOD, cycled_checks, cycled_settings
 from methods.common.memory import activation_bytes, parameter_bytes
 from methods.common.moments import channel_std
 from methods.vaevar.analysis import ANALYSIS_DTYPES, LAM_PER_CHANNEL, VAEVarAnalyser
@@ -45,7 +46,7 @@ from methods.vaevar.train import channel_recon_mse, train_vae
 from methods.vaevar.vae import VAE
 
 #: Valid values of ``VAEVar.training_samples``.
-TRAINING_SAMPLES = ("nmc", "truth_minus_forecast", "known_prior")
+TRAINING_SAMPLES = ("nmc", "truth_minus_forecast", "known_prior", "cycled_background")
 #: The per-channel scale s of ``untrained`` states (normalised units).
 UNTRAINED_SCALE = 0.3
 
@@ -72,7 +73,11 @@ class VAEVar(Assimilator):
         training_samples: "nmc" (default), "truth_minus_forecast" (24 h lead) or
             "known_prior" (``known_prior_count`` draws from the known B of bench/samples.py,
             for the known-answer check; ``sample_stride`` is then unused: the known B is
-            always the one of the default NMC samples, the check's).
+            always the one of the default NMC samples, the check's) or "cycled_background":
+            d = x_true − x_b of the 6 h backgrounds of ``cycled_method`` cycled through the
+            training period at ``cycled_density`` (methods/common/cycled.py), every
+            ``sample_stride``-th cycle of the last ``sample_days`` days.
+        cycled_method, cycled_density: with "cycled_background" only; ``keyed_when_set``.
         known_prior_count: the number N of known-prior draws (with "known_prior" only;
             ``keyed_when_set``: out of the cache key at its default, so earlier fits keep
             their cache entries).
@@ -154,6 +159,8 @@ class VAEVar(Assimilator):
     sample_stride: int = 4
     sample_days: int = 365
     known_prior_count: int = 363
+    cycled_method: str = CYCLED_METHOD
+    cycled_density: float = CYCLED_DENSITY
     lam: float = 4000.0
     outer_iterations: int = 2
     inner_iterations: int = 10
@@ -165,7 +172,7 @@ class VAEVar(Assimilator):
 
     analysis_fields = ("lam", "outer_iterations", "inner_iterations", "min_obs_error",
                        "analysis_dtype", "subtract_offset", "odd_decoder", "lam_per_channel")
-    keyed_when_set = ("known_prior_count", "sample_days")
+    keyed_when_set = ("known_prior_count", "sample_days", "cycled_method", "cycled_density")
     #: ``python -m bench tune``'s grid: λ (the observation term's weight, 1/λ) a factor 4
     #: apart around the default, and the L-BFGS budget per outer loop.
     tuning_grid = {"lam": (1000.0, 4000.0, 16000.0, 64000.0), "inner_iterations": (10, 20)}
@@ -196,6 +203,7 @@ class VAEVar(Assimilator):
              f"one of {tuple(ANALYSIS_DTYPES)}"),
             ("lam_per_channel", self.lam_per_channel in LAM_PER_CHANNEL,
              f"one of {LAM_PER_CHANNEL}"),
+            *cycled_checks(self.cycled_method, self.cycled_density),
         )
         self.check_fields(checks)
 
@@ -223,6 +231,10 @@ class VAEVar(Assimilator):
             samples = ctx.samples("nmc", start_stride=self.sample_stride, days=self.sample_days)
         elif self.training_samples == "known_prior":
             samples = ctx.samples("known_prior", count=self.known_prior_count)
+        elif self.training_samples == "cycled_background":
+            samples = ctx.samples("cycled_background", start_stride=self.sample_stride,
+                                  days=self.sample_days,
+                                  **cycled_settings(self.cycled_method, self.cycled_density))
         else:
             samples = ctx.samples("truth_minus_forecast", lead_hours=24,
                                   start_stride=self.sample_stride, days=self.sample_days)
