@@ -51,7 +51,7 @@ __all__ = ["KINDS", "SampleSettings", "known_prior_statistics", "load_or_make_sa
 
 KINDS = ("nmc", "truth_minus_forecast", "known_prior", "cycled_background")
 #: the fields only cycled_background reads (and keys)
-CYCLED_FIELDS = ("method", "density")
+CYCLED_FIELDS = ("method", "density", "segment_days")
 SAMPLES_FILE = "samples.npy"
 STATISTICS_FILE = "statistics.pt"
 
@@ -76,8 +76,10 @@ class SampleSettings:
             uses; the built-in world's whole training year); 0: all of it.
         max_samples: at most this many starts, evenly spread over the window; 0: no cap.
             (Not for cycled_background, whose samples are one cycle's each.)
-        method, density: cycled_background only: the registered method that cycles and the
-            density of its observations (a fraction of grid columns in (0, 1]).
+        method, density, segment_days: cycled_background only: the registered method that
+            cycles, the density of its observations (a fraction of grid columns in (0, 1]) and
+            the length of each cycled segment (15: a run's default length; ≥ 3 so that a
+            segment outlasts its 2-day spin-up; bench/cycled_samples.py says why segments).
     """
 
     kind: str = "nmc"
@@ -92,6 +94,7 @@ class SampleSettings:
     max_samples: int = 0
     method: str = ""
     density: float = 0.0
+    segment_days: int = 15
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -115,6 +118,9 @@ class SampleSettings:
             if not (isinstance(self.density, (int, float)) and 0 < self.density <= 1):
                 raise ValueError(f"density={self.density!r} must be a fraction of grid columns "
                                  "in (0, 1] for cycled_background samples")
+            if not (isinstance(self.segment_days, int) and self.segment_days >= 3):
+                raise ValueError(f"segment_days={self.segment_days!r} must be an integer >= 3 "
+                                 "(a segment outlasts its 2-day spin-up)")
             if self.max_samples:
                 raise ValueError("max_samples does not apply to cycled_background samples "
                                  "(thin them with start_stride)")

@@ -59,18 +59,28 @@ def build(folder, analyser, settings=SETTINGS):
     return torch.from_numpy(rows), truth, times
 
 
+def segment_start(t: int, t0: int, settings=SETTINGS) -> int:
+    """Valid time of cycle 0 of the segment holding cycle t (15-day segments: 60 cycles)."""
+    size = settings.segment_days * 4
+    return t0 + (t - t0) // size * size
+
+
 def test_persistence_with_a_constant_increment_in_closed_form(tmp_path):
     """Persistence keeps x_b; each analysis adds c, carried by the forecast: the background at
-    cycle k (valid at t0 + k) is x_true(origin) + c·k, so d_j = x_true(t_j) − x_true(origin)
-    − c·(t_j − t0), origin = t0 − 48 h, for every cycle after the spin-up."""
+    cycle k of a segment starting at T (valid at T + k) is x_true(T − 48 h) + c·k, so
+    d_j = x_true(t_j) − x_true(T − 48 h) − c·(t_j − T), for every cycle after the spin-up of
+    each segment (120 frames: two segments, the second restarted from truth)."""
     c = 0.25
     got, truth, times = build(tmp_path, ConstantIncrement(c))
     history = Persistence(small_spec()).history
-    t0 = history - 1 + FIRST_LEAD_HOURS // 6
+    lead = FIRST_LEAD_HOURS // 6
+    t0 = history - 1 + lead
     targets = cycled_targets(times, SETTINGS, history)
-    np.testing.assert_array_equal(targets, np.arange(t0 + SPINUP_CYCLES, 120))
-    want = torch.stack([truth[t] - truth[t0 - FIRST_LEAD_HOURS // 6] - c * (t - t0)
-                        for t in targets])
+    second = t0 + 60
+    np.testing.assert_array_equal(targets, np.r_[t0 + SPINUP_CYCLES:second,
+                                                 second + SPINUP_CYCLES:120])
+    want = torch.stack([truth[t] - truth[segment_start(t, t0) - lead]
+                        - c * (t - segment_start(t, t0)) for t in targets])
     torch.testing.assert_close(got, want)
 
 
@@ -84,8 +94,8 @@ def test_an_interrupted_build_resumes_from_its_checkpoint_with_the_same_rows(tmp
     again = ConstantIncrement(0.1)
     resumed, _, _ = build(tmp_path / "cut", again)
     torch.testing.assert_close(resumed, whole)
-    # only the unfinished cycles: all (the spin-up and one per sample) less 8 + 3 × 16
-    assert again.calls == (SPINUP_CYCLES + len(whole)) - (SPINUP_CYCLES + 3 * 16)
+    # only the unfinished cycles: all 111 (valid at 9 … 119) less the 56 finished
+    assert again.calls == (120 - 9) - (SPINUP_CYCLES + 3 * 16)
 
 
 def test_through_the_harness_with_no_assimilation(isolated_cache):
@@ -97,8 +107,9 @@ def test_through_the_harness_with_no_assimilation(isolated_cache):
     got = samples(s, "cycled_background", progress=False, **settings)
     targets = sample_targets(s, "cycled_background", **settings)
     truth = s.world.spec.to_tensor(s.world.period("train"))
-    origin = s.model.history - 1  # the first background's forecast starts at the window's start
-    torch.testing.assert_close(got, truth[targets] - truth[origin])
+    t0 = s.model.history - 1 + FIRST_LEAD_HOURS // 6  # each segment restarts from truth
+    origins = [segment_start(int(t), t0) - FIRST_LEAD_HOURS // 6 for t in targets]
+    torch.testing.assert_close(got, truth[targets] - truth[origins])
     every = samples(s, "cycled_background", progress=False, **{**settings, "start_stride": 1})
     torch.testing.assert_close(got, every[::2])  # one cycle, cached once, strided views
     entries = [e for e in (isolated_cache / "samples").iterdir() if e.name.startswith("tiny")]
@@ -110,6 +121,8 @@ def test_bad_requests_are_refused_before_any_work():
         SampleSettings(kind="cycled_background", density=0.01)
     with pytest.raises(ValueError, match="density=0"):
         SampleSettings(kind="cycled_background", method="3dvar")
+    with pytest.raises(ValueError, match="segment_days"):
+        SampleSettings(kind="cycled_background", method="3dvar", density=0.01, segment_days=2)
     with pytest.raises(ValueError, match="max_samples"):
         SampleSettings(kind="cycled_background", method="3dvar", density=0.01, max_samples=5)
     with pytest.raises(ConfigError, match="deterministic 3D"):

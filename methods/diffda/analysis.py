@@ -1,5 +1,13 @@
 """DiffDA's analysis: RePaint-style sampling with the soft observation mask (method.py's
-docstring has the method; sampler.py the loop; mask.py the mask and the spread increments)."""
+docstring has the method; sampler.py the loop; mask.py the mask and the spread increments).
+
+Ensemble DiffDA (both off by default): ``samples_per_analysis`` = K draws K
+samples z_0^(k) ~ p_θ(z_0 | x_b, observations) and analyses with their mean,
+x_a = x_b + s ⊙ (1/K) Σ_k z_0^(k) (one sample's expected squared error is twice the posterior
+variance; the K-mean's is (1 + 1/K) times it). ``members`` = N > 0 makes DiffDA an ensemble
+method: the harness forecasts each member; member n is one sample conditioned on its own
+background, x_a^(n) = x_b^(n) + s ⊙ z_0^(n) (d against x_b^(n)), and x_a = (1/N) Σ_n x_a^(n).
+"""
 
 from __future__ import annotations
 

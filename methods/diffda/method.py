@@ -18,13 +18,7 @@ of their GraphCast-style network (circular padding in longitude, denoiser.py); t
 increments are spread by a kernel-weighted mean instead of kriging (mask.py); the observations'
 error std is not used (as in DiffDA, the data are injected as if exact, softened only by the
 mask). The sampling is stochastic but reproducible: the generator is seeded from (seed, cycle).
-
-Ensemble DiffDA (analysis.py; both off by default): ``samples_per_analysis`` = K draws K
-samples z_0^(k) ~ p_θ(z_0 | x_b, observations) and analyses with their mean,
-x_a = x_b + s ⊙ (1/K) Σ_k z_0^(k) (one sample's expected squared error is twice the posterior
-variance; the K-mean's is (1 + 1/K) times it). ``members`` = N > 0 makes DiffDA an ensemble
-method: the harness forecasts each member; member n is one sample conditioned on its own
-background, x_a^(n) = x_b^(n) + s ⊙ z_0^(n) (d against x_b^(n)), and x_a = (1/N) Σ_n x_a^(n).
+Ensemble DiffDA (``samples_per_analysis``, ``members``): analysis.py's docstring.
 
 The mask's width is the one default that departs from their code (σ = 3 grid spacings, theirs
 1.5), chosen on the validation period, never on the test period: 15-day cycles at 5 % density,
@@ -81,12 +75,14 @@ from methods.common.memory import activation_bytes, parameter_bytes
 from methods.diffda import exact_denoiser as exact
 from methods.diffda.analysis import DiffDAAnalyser
 from methods.diffda.denoiser import ConditionalDenoiser
+from methods.diffda.emulator_denoiser import EmulatorBackboneDenoiser, emulator_weights
 from methods.diffda.sampler import make_scheduler
 from methods.diffda.train import IncrementPairs, cycled_pairs, train_denoiser, training_increments
 
 #: Hours per forecast-model step.
 STEP_HOURS = 6
 TRAINING_SAMPLES = ("forecast", "known_prior", "cycled_background")
+DENOISERS = ("learned", "exact_gaussian", "emulator_backbone")
 #: The per-channel scale s of ``untrained`` states (normalised units).
 UNTRAINED_SCALE = 0.3
 
@@ -113,17 +109,24 @@ class DiffDA(Assimilator):
         training_samples: "forecast" (default: the (truth, forecast) pairs above) or
             "known_prior": pairs (x_t, x_t + ε_i), ε_i the first ``known_prior_count`` draws
             from the known B of bench/samples.py, x_t the training frames in turn (every
-            ``start_stride``-th, wrapping), the same pairs for every lead (known-answer check).
-        known_prior_count: N, with "known_prior" only. Both are ``keyed_when_set``: out of the
-            cache key at their defaults, so the fits cached before them keep their entries.
-        denoiser: "learned" (default: the UNet ε_θ above) or "exact_gaussian": no network; ε̂
+            ``start_stride``-th, wrapping), the same pairs for every lead (known-answer check),
+            or "cycled_background": the 6 h denoiser learns from (x_b, x_true) of
+            ``cycled_method``'s 6 h backgrounds cycled through the training period at
+            ``cycled_density`` (every ``start_stride``-th cycle; methods/common/cycled.py):
+            the errors it meets when cycling; the other leads keep their forecast pairs.
+        known_prior_count, cycled_method, cycled_density: with "known_prior" /
+            "cycled_background" only. ``keyed_when_set`` (out of the key at their defaults).
+        denoiser: "learned" (default: the UNet ε_θ above), "exact_gaussian": no network; ε̂
             is the exact E[ε | z_t] of a spectrally diagonal Gaussian prior of z_0 fitted to
             the same training increments (λ per channel and total wavenumber;
-            exact_denoiser.py), to separate the prior from the injection. ``keyed_when_set``.
-        fit_version: always in the cache key; 2 (the only one computed): x̂ = x_t − d rebuilt
-            from the cached truth − forecast samples d (train.py), s from float64 sums. Fits
-            cached before it (in-memory forecasts) differ at float32 round-off, amplified by
-            training, so their keys (without it) no longer match.
+            exact_denoiser.py), to separate the prior from the injection; or
+            "emulator_backbone": the built-in emulator's encoder and residual blocks
+            (``backbone_width`` × ``backbone_blocks``, emulator_denoiser.py), started from the
+            trained emulator's weights with ``emulator_init`` (``--model emulator``). All
+            ``keyed_when_set``.
+        fit_version: always keyed; 2 (the only one computed): x̂ = x_t − d from the cached
+            truth − forecast samples d (train.py), s from float64 sums; fits cached before it
+            (in-memory forecasts) differ at float32 round-off, so their keys no longer match.
     Attributes (analysis):
         steps: reverse-diffusion steps (≤ 1000; their code: 300).
         jump_length, resamples: RePaint's jump length j and number of resamplings r (1 = no
@@ -160,6 +163,9 @@ class DiffDA(Assimilator):
     cycled_method: str = CYCLED_METHOD
     cycled_density: float = CYCLED_DENSITY
     denoiser: str = "learned"
+    backbone_width: int = 64
+    backbone_blocks: int = 4
+    emulator_init: bool = True
     fit_version: int = 2
     steps: int = 40
     jump_length: int = 5
@@ -173,7 +179,7 @@ class DiffDA(Assimilator):
     analysis_fields = ("steps", "jump_length", "resamples", "eta", "mask_sigma", "mask_cutoff",
                        "samples_per_analysis", "members")
     keyed_when_set = ("training_samples", "known_prior_count", "denoiser", "cycled_method",
-                      "cycled_density")
+                      "cycled_density", "backbone_width", "backbone_blocks", "emulator_init")
     #: ``python -m bench tune``'s grid: the observation mask's width (grid lengths) and the
     #: sampling steps.
     tuning_grid = {"mask_sigma": (0.5, 1.5, 3.0, 6.0), "steps": (40, 80)}
@@ -204,8 +210,12 @@ class DiffDA(Assimilator):
              "lead)"),
             *cycled_checks(self.cycled_method, self.cycled_density),
             ("known_prior_count", self.known_prior_count >= 1, "an integer ≥ 1"),
-            ("denoiser", self.denoiser in ("learned", "exact_gaussian"),
-             "learned or exact_gaussian"),
+            ("denoiser", self.denoiser in DENOISERS, f"one of {DENOISERS}"),
+            ("backbone_width", _integer(self.backbone_width) and self.backbone_width >= 1,
+             "an integer ≥ 1 (the emulator's width)"),
+            ("backbone_blocks", _integer(self.backbone_blocks) and self.backbone_blocks >= 1,
+             "an integer ≥ 1 (the emulator's residual blocks)"),
+            ("emulator_init", isinstance(self.emulator_init, bool), "true or false"),
             ("fit_version", self.fit_version == 2, "2 (earlier fits are not computed)"),
             ("steps", 1 <= self.steps <= 1000, "in [1, 1000]"),
             ("jump_length", 1 <= self.jump_length <= self.steps, "in [1, steps]"),
@@ -269,7 +279,10 @@ class DiffDA(Assimilator):
             if self.denoiser == "exact_gaussian":  # no network: the Gaussian fitted to z_0
                 entries.append(exact.fitted_entry(pairs.materialised(), scale, ctx.spec))
                 continue
-            denoiser = self.network(shape, seed=ctx.seed + k).to(ctx.device)
+            denoiser = self.network(shape, ctx.seed + k, ctx.spec.lat)
+            if self.denoiser == "emulator_backbone" and self.emulator_init:
+                denoiser.start_from(emulator_weights(ctx.model))
+            denoiser = denoiser.to(ctx.device)
             losses = train_denoiser(
                 denoiser, pairs, scale, steps=self.train_steps,
                 batch_size=self.batch_size, lr=self.lr, seed=ctx.seed + k,
@@ -324,7 +337,7 @@ class DiffDA(Assimilator):
                                                  make_scheduler().alphas_cumprod),
                                 torch.as_tensor(entry["scale"]).to(device, torch.float32))
                 continue
-            denoiser = self.network(shape, seed=0)
+            denoiser = self.network(shape, 0, spec.lat)
             denoiser.load_state_dict(entry["state"])
             models[lead] = (denoiser.to(device).eval().requires_grad_(False),
                             torch.as_tensor(entry["scale"]).to(device, torch.float32))
@@ -333,10 +346,14 @@ class DiffDA(Assimilator):
                     "train_seconds": float(state["train_seconds"])}
         return DiffDAAnalyser(self, models, spec.lat, spec.lon, shape, training)
 
-    def network(self, shape: tuple[int, int, int], seed: int) -> ConditionalDenoiser:
+    def network(self, shape: tuple[int, int, int], seed: int, lat_deg=None) -> torch.nn.Module:
+        """A fresh ε_θ for (C, H, W), weights seeded by ``seed``; ``lat_deg`` (H,): latitudes."""
         with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG untouched
             torch.manual_seed(seed)
             alphas = make_scheduler().alphas_cumprod if self.skip_parametrisation else None
+            if self.denoiser == "emulator_backbone":
+                return EmulatorBackboneDenoiser(shape, lat_deg, self.backbone_width,
+                                                self.backbone_blocks, alphas)
             return ConditionalDenoiser(shape, self.block_out_channels, self.layers_per_block,
                                        self.lon_pad, alphas_cumprod=alphas)
 
@@ -353,7 +370,7 @@ class DiffDA(Assimilator):
             return {"shape": list(shape), "leads_hours": list(self.leads_hours),
                     "models": [exact.untrained_entry(spec, UNTRAINED_SCALE)
                                for _ in self.leads_hours], "train_seconds": 0.0}
-        return self.state_from({lead: (self.network(shape, seed + k),
+        return self.state_from({lead: (self.network(shape, seed + k, spec.lat),
                                        torch.full((shape[0],), UNTRAINED_SCALE))
                                 for k, lead in enumerate(self.leads_hours)})
 
@@ -370,7 +387,7 @@ class DiffDA(Assimilator):
             return MemoryEstimate(exact.model_bytes(spec) * len(self.leads_hours)
                                   + neighbours.TREE_BYTES_PER_POINT * h * w,
                                   batch * 12 * 8.0 * c * h * w + neighbours.chunk_bytes())
-        denoiser = self.network((c, h, w), 0)
+        denoiser = self.network((c, h, w), 0, spec.lat)
         x = torch.zeros(1, c, h, w)
         act = activation_bytes(denoiser, (x, torch.zeros(1, dtype=torch.long), x), 4)
         return MemoryEstimate(
