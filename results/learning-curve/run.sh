@@ -9,7 +9,7 @@ set -euo pipefail
 OUT=${OUT:-/tmp/learning-curve}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
 WORLD=(--world heldsuarez-5.625-long --emulator-train-period 2001-01-01T00:00..2006-01-01T00:00
-       --threads 2 -q)
+       --threads "${THREADS:-2}" -q)
 # VAE-Var: the same number of optimiser steps at every data volume (60 epochs x 363 samples),
 # so that the data, not the compute, changes: 363 / 728 / 1824 daily NMC samples.
 declare -A END=([1]=2002 [2]=2003 [5]=2006) EPOCHS=([1]=60 [2]=30 [5]=12)
@@ -37,3 +37,12 @@ for y in 1 5 2; do
     [ -f "$OUT/check-diffda-${y}y/analysis_check.csv" ] || bench check "${WORLD[@]}" "${SETS[@]}" \
         --methods diffda --density 0.01,0.05 --out "$OUT/check-diffda-${y}y"
 done
+# VAE-Var with five years and 5 x the optimiser steps (60 epochs of 1824 samples): is the flat
+# curve the data or the compute? (the same 3DVar and none rows as run-5y; VAE-Var only)
+SETS=(--train-period "2001-01-01T00:00..2006-01-01T00:00" --set vaevar.sample_days=0
+      --set vaevar.epochs=60)
+resume=(); [ -f "$OUT/run-5y-steps5x/config.json" ] && resume=(--resume)
+bench run "${WORLD[@]}" "${SETS[@]}" --methods vaevar --density 0.001,0.01,0.5 --days 15 \
+    --seeds 0 --out "$OUT/run-5y-steps5x" "${resume[@]}"
+[ -f "$OUT/check-5y-steps5x/analysis_check.csv" ] || bench check "${WORLD[@]}" "${SETS[@]}" \
+    --methods vaevar --density 0.001,0.01,0.05,0.5 --out "$OUT/check-5y-steps5x"

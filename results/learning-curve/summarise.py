@@ -8,7 +8,8 @@ analysis score on the long world's test period (channel-mean normalised analysis
 spin-up, `bench tune`'s score: bench/experiments/tune.py) at each density, and `bench check`'s
 one-analysis ratio (analysis / background RMSE, mean over the 69 channels) on its validation
 period; "vaevar (λ = 1)": the same fits checked with R as given (check-lam1-*: an analysis
-setting, no refit). Writes learning_curve.{md,csv,png} here, and copies the runs' config.json,
+setting, no refit); "vaevar (5× steps)": five years at 60 epochs, 5 × the curve's steps.
+Writes learning_curve.{md,csv,png} here, and copies the runs' config.json,
 log.txt and tables beside them (runs/<name>/). Nothing is computed but the tables.
 """
 
@@ -27,12 +28,15 @@ from bench.experiments.tune import score  # noqa: E402
 
 HERE = Path(__file__).parent
 YEARS = (1, 2, 5)
+#: VAE-Var with 5 × the optimiser steps of the equal-steps curve (five years, 60 epochs)
+STEPS5X = " (5× steps)"
 
 
 def cycled(src: Path) -> pd.DataFrame:
     rows = []
     for years in YEARS:
-        for folder in (f"run-{years}y", f"diffda-{years}y"):
+        for folder, suffix in ((f"run-{years}y", ""), (f"diffda-{years}y", ""),
+                               (f"run-{years}y-steps5x", STEPS5X)):
             path = src / folder / "metrics.nc"
             if not path.exists():
                 continue
@@ -40,7 +44,7 @@ def cycled(src: Path) -> pd.DataFrame:
             for method in ds["method"].values:
                 for density in ds["density"].values:
                     value, status, seconds = score(ds, str(method), float(density))
-                    rows.append({"years": years, "method": str(method),
+                    rows.append({"years": years, "method": str(method) + suffix,
                                  "density": float(density), "cycled": value, "status": status,
                                  "seconds": seconds, "run": folder})
     return pd.DataFrame(rows)
@@ -50,7 +54,8 @@ def checked(src: Path) -> pd.DataFrame:
     rows = []
     for years in YEARS:
         for folder, suffix in ((f"check-{years}y", ""), (f"check-diffda-{years}y", ""),
-                               (f"check-lam1-{years}y", " (λ = 1)")):
+                               (f"check-lam1-{years}y", " (λ = 1)"),
+                               (f"check-{years}y-steps5x", STEPS5X)):
             path = src / folder / "analysis_check.csv"
             if not path.exists():
                 continue
@@ -62,7 +67,7 @@ def checked(src: Path) -> pd.DataFrame:
 
 
 def copy_runs(src: Path) -> None:
-    for run in sorted(src.glob("*-*y")):
+    for run in sorted(src.glob("*-*y*")):
         dest = HERE / "runs" / run.name
         dest.mkdir(parents=True, exist_ok=True)
         for name in ("config.json", "log.txt", "analysis_check.md", "analysis_check.csv"):
