@@ -3,7 +3,7 @@
 # trained on the first 1, 2 and 5 years of heldsuarez-5.625-long, one forecast model for all
 # (the emulator trained on all five years), cycled 15 days on the long world's test period and
 # checked on its validation period. Resumable: rerun after a kill and finished parts are reused
-# (the caches, and `run --resume`). Writes to ${OUT:-/tmp/learning-curve}; summarise.py makes
+# (the caches, and `run --resume`; finished runs are skipped). Writes to ${OUT:-/tmp/learning-curve}; summarise.py makes
 # this folder's tables and figure from there.
 set -euo pipefail
 OUT=${OUT:-/tmp/learning-curve}
@@ -22,6 +22,7 @@ for y in 1 2 5; do
     SETS=(--train-period "2001-01-01T00:00..${END[$y]}-01-01T00:00"
           --set 3dvar.nmc_days=0 --set vaevar.sample_days=0 --set "vaevar.epochs=${EPOCHS[$y]}")
     resume=(); [ -f "$OUT/run-${y}y/config.json" ] && resume=(--resume)
+    [ -f "$OUT/run-${y}y/tables/skill.csv" ] || \
     bench run "${WORLD[@]}" "${SETS[@]}" --methods none,3dvar,vaevar --density 0.001,0.01,0.5 \
         --days 15 --seeds 0 --out "$OUT/run-${y}y" "${resume[@]}"
     [ -f "$OUT/check-${y}y/analysis_check.csv" ] || bench check "${WORLD[@]}" "${SETS[@]}" \
@@ -32,6 +33,7 @@ done
 for y in 1 5 2; do
     SETS=(--train-period "2001-01-01T00:00..${END[$y]}-01-01T00:00")
     resume=(); [ -f "$OUT/diffda-${y}y/config.json" ] && resume=(--resume)
+    [ -f "$OUT/diffda-${y}y/tables/skill.csv" ] || \
     bench run "${WORLD[@]}" "${SETS[@]}" --methods diffda --density 0.01 --days 15 --seeds 0 \
         --out "$OUT/diffda-${y}y" "${resume[@]}"
     [ -f "$OUT/check-diffda-${y}y/analysis_check.csv" ] || bench check "${WORLD[@]}" "${SETS[@]}" \
@@ -42,6 +44,7 @@ done
 SETS=(--train-period "2001-01-01T00:00..2006-01-01T00:00" --set vaevar.sample_days=0
       --set vaevar.epochs=60)
 resume=(); [ -f "$OUT/run-5y-steps5x/config.json" ] && resume=(--resume)
+[ -f "$OUT/run-5y-steps5x/tables/skill.csv" ] || \
 bench run "${WORLD[@]}" "${SETS[@]}" --methods vaevar --density 0.001,0.01,0.5 --days 15 \
     --seeds 0 --out "$OUT/run-5y-steps5x" "${resume[@]}"
 [ -f "$OUT/check-5y-steps5x/analysis_check.csv" ] || bench check "${WORLD[@]}" "${SETS[@]}" \
