@@ -3,8 +3,8 @@
 # trained on the first 1, 2 and 5 years of heldsuarez-5.625-long, one forecast model for all
 # (the emulator trained on all five years), cycled 15 days on the long world's test period and
 # checked on its validation period. Resumable: rerun after a kill and finished parts are reused
-# (the caches, and `run --resume`; finished runs are skipped). Writes to ${OUT:-/tmp/learning-curve}; summarise.py makes
-# this folder's tables and figure from there.
+# (the caches, `run --resume`; finished runs are skipped). Writes to
+# ${OUT:-/tmp/learning-curve}; summarise.py makes this folder's tables and figure from there.
 set -euo pipefail
 OUT=${OUT:-/tmp/learning-curve}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} OMP_WAIT_POLICY=PASSIVE
