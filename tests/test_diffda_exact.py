@@ -249,3 +249,20 @@ def test_a_soft_mask_re_applied_at_every_step_acts_as_a_hard_one():
     reached = out.mean(dim=0)
     assert float(reached.mean()) > 2.7, float(reached.mean())
     assert float((reached - one_shot).abs().min()) > 1.5
+
+
+def test_the_fit_reads_its_samples_in_batches_scaled_and_signed():
+    """fitted_entry scales (and, for known-prior draws, negates) a batch at a time: the prior
+    equals fit_prior's on the whole scaled array and the mean flips with the sign."""
+    from methods.diffda.exact_denoiser import fitted_entry
+
+    spec = small_spec(channels=("t850", "z500"), nlat=H, nlon=W)
+    d = advected_trajectory(spec, 40, seed=3) + 0.3
+    scale = torch.tensor([0.5, 2.0])
+    whole = fit_prior(d / scale[None, :, None, None], Transforms.for_spec(spec))
+    batched = fitted_entry(d, scale, spec)["prior"]
+    negated = fitted_entry(d, scale, spec, sign=-1.0)["prior"]
+    for key in ("mean", "spectrum", "nugget"):
+        torch.testing.assert_close(batched[key], whole[key])
+    torch.testing.assert_close(negated["mean"], -whole["mean"])
+    torch.testing.assert_close(negated["spectrum"], whole["spectrum"])

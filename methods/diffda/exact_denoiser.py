@@ -76,10 +76,12 @@ def prior_blocks(spectrum: torch.Tensor, nugget: torch.Tensor, transforms: Trans
     return full + nu[:, None, None, None] * torch.eye(h, dtype=torch.float64, device=lam.device)
 
 
-def fit_prior(samples: torch.Tensor, transforms: Transforms, batch: int = 64
-              ) -> dict[str, torch.Tensor]:
-    """The spectrally diagonal Gaussian fitted to ``samples`` (N, C, H, W) (scaled increments):
-    moment estimates, unbiased for that model.
+def fit_prior(samples: torch.Tensor, transforms: Transforms, batch: int = 64,
+              scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The spectrally diagonal Gaussian fitted to ``samples`` (N, C, H, W) (scaled increments;
+    with ``scale`` s (C,), to samples / s, scaled a batch at a time): moment estimates,
+    unbiased for that model. Two passes over ``samples``, ``batch`` rows at a time (a memory
+    map is read, never copied whole).
 
     With P = S⁻¹S (the projection on the resolved harmonics; oblique for the Euclidean inner
     product) and z the centred samples, for z = S⁻¹a + √ν ξ:
@@ -93,12 +95,16 @@ def fit_prior(samples: torch.Tensor, transforms: Transforms, batch: int = 64
     (clamped at 0), "nugget" ν (C,), "n_samples".
     """
     n, c, h, w = samples.shape
-    mean = samples.double().mean(dim=(0, 3))  # (C, H)
+    inverse = (torch.ones(c) if scale is None else 1.0 / scale).double()[None, :, None, None]
+
+    def scaled(k: int) -> torch.Tensor:  # rows k … k + batch − 1 of samples / s, float64
+        return samples[k:k + batch].to(torch.float64) * inverse
+
+    mean = sum(scaled(k).sum(dim=(0, 3)) for k in range(0, n, batch)) / (n * w)  # (C, H)
     power = torch.zeros(c, transforms.lmax, dtype=torch.float64)
     residual = torch.zeros(c, dtype=torch.float64)
     for k in range(0, n, batch):
-        z = samples[k:k + batch].to(transforms.device, torch.float64) - mean[:, :, None].to(
-            transforms.device)
+        z = (scaled(k) - mean[:, :, None]).to(transforms.device)
         a = transforms.sht(z)  # (b, C, L, M)
         power += _degree_power(a).sum(dim=0).cpu()
         residual += (z - transforms.isht(a)).square().sum(dim=(2, 3)).sum(dim=0).cpu()
@@ -184,12 +190,13 @@ class ExactGaussianDenoiser(nn.Module):
 
 
 # ------------------------------------------------------------------ DiffDA's fit/load hooks
-def fitted_entry(increments: torch.Tensor, scale: torch.Tensor, spec, device="cpu") -> dict:
+def fitted_entry(increments: torch.Tensor, scale: torch.Tensor, spec, device="cpu",
+                 sign: float = 1.0) -> dict:
     """One lead's fitted state for ``DiffDA(denoiser="exact_gaussian")``: the prior of
-    ``fit_prior`` on z_0 = increments / s (increments (N, C, H, W) truth − forecast,
-    normalised; s (C,)), with s. No network, no losses."""
-    z = increments / scale[None, :, None, None]
-    prior = fit_prior(z, Transforms.for_spec(spec, device))
+    ``fit_prior`` on z_0 = sign · increments / s (increments (N, C, H, W) truth − forecast,
+    normalised, or their negatives with ``sign`` = −1; may be a memory map, read in batches;
+    s (C,)), with s. No network, no losses."""
+    prior = fit_prior(increments, Transforms.for_spec(spec, device), scale=sign * scale)
     return {"prior": prior, "scale": scale, "losses": [], "n_pairs": prior["n_samples"]}
 
 

@@ -110,10 +110,9 @@ class DiffDA(Assimilator):
             "known_prior": pairs (x_t, x_t + ε_i), ε_i the first ``known_prior_count`` draws
             from the known B of bench/samples.py, x_t the training frames in turn (every
             ``start_stride``-th, wrapping), the same pairs for every lead (known-answer check),
-            or "cycled_background": the 6 h denoiser learns from (x_b, x_true) of
-            ``cycled_method``'s 6 h backgrounds cycled through the training period at
-            ``cycled_density`` (every ``start_stride``-th cycle; methods/common/cycled.py):
-            the errors it meets when cycling; the other leads keep their forecast pairs.
+            or "cycled_background": the 6 h denoiser learns from (x_b, x_true) of every
+            ``start_stride``-th cycle of ``cycled_method`` at ``cycled_density`` through the
+            training period (methods/common/cycled.py); other leads keep forecast pairs.
         known_prior_count, cycled_method, cycled_density: with "known_prior" /
             "cycled_background" only. ``keyed_when_set`` (out of the key at their defaults).
         denoiser: "learned" (default: the UNet ε_θ above), "exact_gaussian": no network; ε̂
@@ -277,7 +276,8 @@ class DiffDA(Assimilator):
                 pairs = training_increments(ctx, truth, lead, self.start_stride)
             scale = pairs.scale()  # s: per-channel std of the training increments
             if self.denoiser == "exact_gaussian":  # no network: the Gaussian fitted to z_0
-                entries.append(exact.fitted_entry(pairs.materialised(), scale, ctx.spec))
+                entries.append(exact.fitted_entry(pairs.increments, scale, ctx.spec,
+                                                  sign=pairs.sign))
                 continue
             denoiser = self.network(shape, ctx.seed + k, ctx.spec.lat)
             if self.denoiser == "emulator_backbone" and self.emulator_init:

@@ -94,10 +94,6 @@ class IncrementPairs:
         """s (C,) float32: per-channel std of d (channel_std, float64 sums), at least 1e-6."""
         return channel_std(self.increments).to(torch.float32).clamp_min(1e-6)
 
-    def materialised(self) -> torch.Tensor:
-        """All increments d (N, C, H, W) in memory (for the exact Gaussian prior's fit)."""
-        return self.sign * self.increments.to(torch.float32)
-
 
 def training_increments(ctx, truth: torch.Tensor, lead_hours: int, stride: int
                         ) -> IncrementPairs:
