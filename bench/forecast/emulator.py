@@ -28,7 +28,7 @@ from torch import nn
 from bench.forecast.base import ForecastModel
 from bench.state import StateSpec
 from methods.common.spectral import TriangularTruncation
-from methods.common.sphere import SphereConv
+from methods.common.sphere import SphereConv, SphereResidualBlock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,16 +75,6 @@ class EmulatorConfig:
     truncate_increments: bool = True
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self, width: int):
-        super().__init__()
-        self.conv1 = SphereConv(width, width)
-        self.conv2 = SphereConv(width, width)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.gelu(self.conv1(F.gelu(x))))
-
-
 class EmulatorNet(nn.Module):
     """f_θ: (B, history, C, H, W) -> the next frame (B, C, H, W), all normalised.
 
@@ -101,7 +91,7 @@ class EmulatorNet(nn.Module):
         self.register_buffer("latitude_features", features[None].clone())
         self.register_buffer("increment_std", torch.ones(channels))
         self.encode = SphereConv(cfg.history * channels + 2, cfg.width)
-        self.blocks = nn.Sequential(*[ResidualBlock(cfg.width) for _ in range(cfg.blocks)])
+        self.blocks = nn.Sequential(*[SphereResidualBlock(cfg.width) for _ in range(cfg.blocks)])
         self.decode = nn.Conv2d(cfg.width, channels, kernel_size=1)
         nn.init.zeros_(self.decode.weight)  # start as persistence
         nn.init.zeros_(self.decode.bias)

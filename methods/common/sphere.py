@@ -4,7 +4,8 @@ A 3×3 convolution on a lat-lon grid with zero padding treats the grid's edges a
 the padding is the sphere's own neighbourhood: west of the first column is the last column,
 and the row beyond a pole is the row next to it seen from the other side of the pole (flipped
 in latitude and shifted by 180° of longitude: the grid point you reach by walking over the
-pole). Used by the built-in emulator (bench/forecast/emulator.py) and VAE-Var's VAE.
+pole). Used by the built-in emulator (bench/forecast/emulator.py), VAE-Var's VAE and DiffDA's
+emulator-backbone denoiser (its residual blocks are the emulator's: ``SphereResidualBlock``).
 """
 
 from __future__ import annotations
@@ -43,3 +44,17 @@ class SphereConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(sphere_pad(x, 1))
+
+
+class SphereResidualBlock(nn.Module):
+    """h + conv2(gelu(conv1(gelu(h)))) with two width → width ``SphereConv``s: the built-in
+    emulator's block (its parameter names conv1, conv2 are part of the emulator's checkpoints
+    and of DiffDA's emulator-backbone denoiser, which copies them)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1 = SphereConv(width, width)
+        self.conv2 = SphereConv(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.conv2(F.gelu(self.conv1(F.gelu(h))))

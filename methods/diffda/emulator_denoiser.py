@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.common.sphere import SphereConv
+from methods.common.sphere import SphereConv, SphereResidualBlock
 
 #: frames the emulator's encoder reads (FengWu's contract: t − 6 h and t)
 EMULATOR_HISTORY = 2
@@ -46,18 +46,6 @@ def emulator_weights(model) -> dict[str, torch.Tensor]:
             f"(--model emulator); this run's is {type(model).__name__}, which has no weights to "
             f"start from: set diffda.emulator_init=false to train the backbone from scratch")
     return {k: v.detach().cpu() for k, v in net.state_dict().items()}
-
-
-class _ResidualBlock(nn.Module):
-    """The emulator's residual block (same parameter names: conv1, conv2)."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.conv1 = SphereConv(width, width)
-        self.conv2 = SphereConv(width, width)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return h + self.conv2(F.gelu(self.conv1(F.gelu(h))))
 
 
 def timestep_features(t: torch.Tensor, dim: int = TIME_FEATURES) -> torch.Tensor:
@@ -94,7 +82,7 @@ class EmulatorBackboneDenoiser(nn.Module):
         self.register_buffer("latitude_features", features[None].clone(), persistent=False)
         self.encode = SphereConv(EMULATOR_HISTORY * c + 2, width)
         self.encode_z = SphereConv(c, width)
-        self.blocks = nn.Sequential(*[_ResidualBlock(width) for _ in range(blocks)])
+        self.blocks = nn.Sequential(*[SphereResidualBlock(width) for _ in range(blocks)])
         self.time_mlp = nn.Sequential(nn.Linear(TIME_FEATURES, 2 * width), nn.SiLU())
         self.film = nn.Linear(2 * width, 2 * width * blocks)
         self.decode = nn.Conv2d(width, c, kernel_size=1)
