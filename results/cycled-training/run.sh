@@ -44,7 +44,7 @@ run valid-5pct-backbone-scratch --density 0.05 "${BACKBONE[@]}" --set diffda.emu
 # validation days): is the cycled training worse only because λ = 4000 was chosen for the
 # NMC-trained VAE? Each training tuned, then frozen on the test period.
 for training in default cycled; do
-    sets=(); [ "$training" = cycled ] && sets=("${CYCLED[@]}")
+    sets=(); [ "$training" = cycled ] && sets=("${CYCLED[@]:0:2}")  # VAE-Var's --set only
     [ -f "$OUT/tune-vaevar-$training/tuned.toml" ] || bench tune "${sets[@]}" --methods vaevar \
         --density 0.01 --days 5 --seeds 0 --threads 1 -q --out "$OUT/tune-vaevar-$training"
     run "test-vaevar-$training-tuned" "${sets[@]}" --methods vaevar \
