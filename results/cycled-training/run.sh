@@ -50,3 +50,5 @@ for training in default cycled; do
     run "test-vaevar-$training-tuned" "${sets[@]}" --methods vaevar \
         --tuned "$OUT/tune-vaevar-$training/tuned.toml"
 done
+# the defaults on the test period with this run's seed and days (the reference for the rows above)
+run test-default --methods none,vaevar,diffda

@@ -23,9 +23,11 @@ HERE = Path(__file__).parent
 RUNS = {"valid-default": ("valid", "default"), "valid-cycled": ("valid", "cycled backgrounds"),
         "valid-backbone": ("valid", "emulator backbone, from the emulator's weights"),
         "valid-backbone-scratch": ("valid", "emulator backbone, from scratch"),
-        "test-cycled": ("test", "cycled backgrounds")}
+        "test-cycled": ("test", "cycled backgrounds"), "test-default": ("test", "default"),
+        "test-vaevar-default-tuned": ("test", "default, λ tuned on validation"),
+        "test-vaevar-cycled-tuned": ("test", "cycled backgrounds, λ tuned on validation")}
 RUNS.update({name.replace("valid-", "valid-5pct-"): (period, training)
-             for name, (period, training) in list(RUNS.items()) if period == "valid"})
+             for name, (period, training) in list(RUNS.items()) if name.startswith("valid-")})
 
 
 def rows(src: Path) -> list[dict]:
