@@ -47,8 +47,8 @@ for training in default cycled; do
     sets=(); [ "$training" = cycled ] && sets=("${CYCLED[@]:0:2}")  # VAE-Var's --set only
     [ -f "$OUT/tune-vaevar-$training/tuned.toml" ] || bench tune "${sets[@]}" --methods vaevar \
         --density 0.01 --days 5 --seeds 0 --threads 1 -q --out "$OUT/tune-vaevar-$training"
-    run "test-vaevar-$training-tuned" "${sets[@]}" --methods vaevar \
-        --tuned "$OUT/tune-vaevar-$training/tuned.toml"
+    run "test-vaevar-$training-tuned" --methods vaevar \
+        --tuned "$OUT/tune-vaevar-$training/tuned.toml"  # tuned.toml holds the --set
 done
 # the defaults on the test period with this run's seed and days (the reference for the rows above)
 run test-default --methods none,vaevar,diffda
