@@ -25,7 +25,9 @@ RUNS = {"valid-default": ("valid", "default"), "valid-cycled": ("valid", "cycled
         "valid-backbone-scratch": ("valid", "emulator backbone, from scratch"),
         "test-cycled": ("test", "cycled backgrounds"), "test-default": ("test", "default"),
         "test-vaevar-default-tuned": ("test", "default, λ tuned on validation"),
-        "test-vaevar-cycled-tuned": ("test", "cycled backgrounds, λ tuned on validation")}
+        "test-vaevar-cycled-tuned": ("test", "cycled backgrounds, λ tuned on validation"),
+        "test-3seeds-default": ("test, 3 seeds", "default"),
+        "test-3seeds-cycled-tuned": ("test, 3 seeds", "cycled backgrounds, λ tuned on validation")}
 RUNS.update({name.replace("valid-", "valid-5pct-"): (period, training)
              for name, (period, training) in list(RUNS.items()) if name.startswith("valid-")})
 
