@@ -17,6 +17,11 @@ untrained denoiser's hidden features are the emulator's own for x̂ and ε̂ = �
 the exact E[ε | z_t] for a unit Gaussian z_0: training starts from the forecast model's
 features and from the Gaussian answer. τ(t) is a sinusoidal embedding of the timestep
 t ∈ [0, 1000) (as diffusers' UNet's) through a two-layer MLP.
+
+Measured (built-in world, 15 validation days, results/cycled-training/): at 1 % it diverges like
+the UNet, from the emulator's weights (cycle 27) or from scratch (23; UNet 30); at 5 % all
+three give 0.640–0.642. Starting from forecast weights does not help where the observation
+injection is what fails (method.py).
 """
 
 from __future__ import annotations
