@@ -17,3 +17,9 @@ DENSITIES=0.001,0.2,0.5
     --density "$DENSITIES" --days 15 --seeds 0 --threads 1 -q --out "$OUT/default"
 [ -f "$OUT/tuned/tables/skill.csv" ] || bench run --methods vaevar --density "$DENSITIES" \
     --days 15 --seeds 0 --tuned "$OUT/tune/tuned.toml" --threads 1 -q --out "$OUT/tuned"
+# DiffDA tuned at the dense regimes (its declared grid: mask σ x steps), where it cycles stably
+[ -f "$OUT/tune-diffda/tuned.toml" ] || bench tune --methods diffda --density 0.2,0.5 \
+    --days 5 --seeds 0 --threads 1 -q --out "$OUT/tune-diffda"
+[ -f "$OUT/tuned-diffda/tables/skill.csv" ] || bench run --methods diffda --density 0.2,0.5 \
+    --days 15 --seeds 0 --tuned "$OUT/tune-diffda/tuned.toml" --threads 1 -q \
+    --out "$OUT/tuned-diffda"
