@@ -9,8 +9,8 @@ defaults) and at which observation density; set the density to the run's.
 Measured (built-in world, 3DVar at 1 %, results/cycled-training/): the errors are 7.7 × the 6 h
 truth − forecast errors. VAE-Var trained on them needs a larger λ: with λ = 4000 it cycles
 worse than no assimilation (test 0.827 vs 0.774), with λ = 16000 chosen on the validation period
-better than its default in 2 of 3 seeds (0.715 vs 0.741, not significant). DiffDA diverges earlier with them at 1 % (cycle 20 vs
-33) and is unchanged at 5 %.
+better than its default in 2 of 3 seeds (0.715 vs 0.741, not significant). DiffDA diverges
+earlier with them at 1 % (cycle 20 vs 33) and is unchanged at 5 %.
 """
 
 from __future__ import annotations
