@@ -117,9 +117,14 @@ def first_background(
                           f"{settings.cycles} cycles from {truth.times[start]} that end inside "
                           f"the cycled period ({truth.times[-1]}); use fewer days")
     inputs = truth.frames(origin - model.history + 1, origin + 1)
-    forecast = model.rollout(inputs[None], lead)[0]
-    sequence = torch.cat([inputs, forecast])
-    return FirstBackground(sequence[-model.history:].clone(), start, settings.first_lead_hours)
+    return FirstBackground(lagged_history(model, inputs, lead), start, settings.first_lead_hours)
+
+
+def lagged_history(model: ForecastModel, inputs: torch.Tensor, lead_steps: int) -> torch.Tensor:
+    """The model's input frames (history, C, H, W) ending in a ``lead_steps``-step forecast
+    from the truth frames ``inputs`` (history, C, H, W): a time-lagged start (a new tensor)."""
+    forecast = model.rollout(inputs[None], lead_steps)[0]
+    return torch.cat([inputs, forecast])[-model.history:].clone()
 
 
 # ----------------------------------------------------------------------------- the steps

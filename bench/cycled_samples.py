@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from bench import resumable
 from bench.config import STEP_HOURS, CycleSettings, ObservationSettings
-from bench.cycle import CycleState, analysis_problem, assimilate, propagate
+from bench.cycle import CycleState, analysis_problem, assimilate, lagged_history, propagate
 from bench.forecast.base import ForecastModel
 from bench.observations import observe
 from bench.samples_forecast import window
@@ -97,9 +97,8 @@ def _fresh_start(truth: torch.Tensor, t: int, model: ForecastModel) -> CycleStat
     origin = t - lead
     inputs = truth[origin - model.history + 1:origin + 1].to(model.device, torch.float32)
     with torch.no_grad():
-        forecast = model.rollout(inputs[None], lead)[0]
-    frames = torch.cat([inputs, forecast])[-model.history:]
-    return CycleState(frames[None].clone(), FIRST_LEAD_HOURS, False)
+        frames = lagged_history(model, inputs, lead)
+    return CycleState(frames[None], FIRST_LEAD_HOURS, False)
 
 
 def _save_checkpoint(folder: Path, block: int, state: CycleState, identity: dict) -> None:

@@ -141,8 +141,8 @@ def _key_settings(settings: SampleSettings, world=None) -> dict:
     """The settings in the cache key. Keys made before a field existed stay valid: ``count`` is
     keyed only for known_prior; ``period`` and ``days`` enter only as the window they select,
     and only when it is not the whole training period (``world`` given); ``max_samples`` only
-    when set (it might then thin the starts); ``method`` and ``density`` only for
-    cycled_background, which has no lead pair or lead."""
+    when set (it might then thin the starts); ``method``, ``density`` and ``segment_days``
+    only for cycled_background, which has no lead pair or lead."""
     out = dataclasses.asdict(settings)
     if settings.kind != "known_prior":
         out.pop("count")

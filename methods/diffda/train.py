@@ -95,30 +95,33 @@ class IncrementPairs:
         return channel_std(self.increments).to(torch.float32).clamp_min(1e-6)
 
 
+def sample_pairs(ctx, truth: torch.Tensor, kind: str, **settings) -> IncrementPairs:
+    """The pairs of ``ctx.samples(kind, **settings)`` (cached, memory-mapped), a kind whose
+    samples are d = truth − forecast (truth_minus_forecast, cycled_background), and the truth
+    frame of each from ``ctx.sample_targets``. ``truth`` (T, C, H, W): ``ctx.train_truth()``."""
+    if ctx.sample_targets is None:
+        raise ValueError("DiffDA trains on (forecast, truth) pairs and needs the training "
+                         "context's sample_targets (the truth frame of each sample)")
+    increments = ctx.samples(kind, **settings)
+    target = torch.as_tensor(ctx.sample_targets(kind, **settings))
+    return IncrementPairs(increments, truth, target)
+
+
 def training_increments(ctx, truth: torch.Tensor, lead_hours: int, stride: int
                         ) -> IncrementPairs:
     """The pairs of lead ``lead_hours``: the truth − forecast samples of every ``stride``-th
     start of the whole training period (``days`` = 0: forecast_pairs' starts whatever the
     period's length; the default 365-day window's cache entry where the period is at most
-    365 days), from ``ctx.samples`` (cached, memory-mapped), and the truth frame of each from
-    ``ctx.sample_targets``. ``truth`` (T, C, H, W): ``ctx.train_truth()``."""
-    if ctx.sample_targets is None:
-        raise ValueError("DiffDA trains on truth − forecast samples and needs the training "
-                         "context's sample_targets (the truth frame of each sample)")
-    settings = dict(lead_hours=lead_hours, start_stride=stride, days=0)
-    increments = ctx.samples("truth_minus_forecast", **settings)
-    target = torch.as_tensor(ctx.sample_targets("truth_minus_forecast", **settings))
-    return IncrementPairs(increments, truth, target)
+    365 days)."""
+    return sample_pairs(ctx, truth, "truth_minus_forecast", lead_hours=lead_hours,
+                        start_stride=stride, days=0)
 
 
 def cycled_pairs(ctx, truth: torch.Tensor, stride: int, cycling: dict) -> IncrementPairs:
     """The pairs (x_b, d = x_true − x_b) of every ``stride``-th 6 h background of the cycle
-    ``cycling`` (method, density) through the whole training period (``ctx.samples``'
-    cycled_background kind, cached, memory-mapped), and the truth frame of each."""
-    settings = dict(start_stride=stride, days=0, **cycling)
-    increments = ctx.samples("cycled_background", **settings)
-    target = torch.as_tensor(ctx.sample_targets("cycled_background", **settings))
-    return IncrementPairs(increments, truth, target)
+    ``cycling`` (method, density) through the whole training period (the cycled_background
+    kind)."""
+    return sample_pairs(ctx, truth, "cycled_background", start_stride=stride, days=0, **cycling)
 
 
 def train_denoiser(
