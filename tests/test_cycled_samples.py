@@ -131,6 +131,8 @@ def test_bad_requests_are_refused_before_any_work():
         cycling_method("kalman")
     with pytest.raises(ValueError, match="cycled_method"):
         VAEVar(training_samples="cycled_background", cycled_method="kalman")
+    with pytest.raises(ValueError, match="deterministic 3D"):
+        DiffDA(training_samples="cycled_background", cycled_method="letkf")
     with pytest.raises(ValueError, match="cycled_density"):
         DiffDA(training_samples="cycled_background", cycled_density=2.0)
     with pytest.raises(ValueError, match="lead of 6 h"):

@@ -27,9 +27,13 @@ def cycled_checks(method: str, density: float) -> tuple:
     # the registry, imported here: this module loads while the registry itself is loading
     from methods import METHODS
 
+    # the sample loop hands over one background and one time's observations: deterministic,
+    # 3D methods only (bench/setup.cycling_method refuses the others again, for any caller)
+    deterministic_3d = [name for name, cls in METHODS.items()
+                        if not cls.members and not cls.window_hours]
     return (
-        ("cycled_method", isinstance(method, str) and method in METHODS,
-         f"a registered method that cycles ({', '.join(METHODS)})"),
+        ("cycled_method", isinstance(method, str) and method in deterministic_3d,
+         f"a registered deterministic 3D method ({', '.join(deterministic_3d)})"),
         ("cycled_density", isinstance(density, (int, float)) and 0 < density <= 1,
          "a fraction of grid columns in (0, 1], e.g. the run's --density"),
     )
