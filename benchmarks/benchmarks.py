@@ -121,8 +121,10 @@ class Skill:
         cls = METHODS[name]
         method = cls.for_tests() if hasattr(cls, "for_tests") else cls()
         errors = trajectory[4:48] - trajectory[:44]  # 24-h persistence errors
+        # sample j's truth is frame j + 4 (DiffDA trains on (truth − error, truth) pairs)
         ctx = TrainingContext(spec=spec, model=model, train_truth=lambda: trajectory[:48],
                               samples=lambda kind="nmc", **kw: errors,
+                              sample_targets=lambda kind="nmc", **kw: torch.arange(44) + 4,
                               device=torch.device("cpu"), seed=0, progress=False)
         analyser = method.load(method.fit(ctx), spec, "cpu")
         truth = TruthWindow(ds.isel(time=slice(48, 64)), spec, torch.device("cpu"))
