@@ -15,11 +15,13 @@ from methods.fourdvar import FourDVar
 from methods.interp import Interpolation
 from methods.letkf import LETKF
 from methods.none import NoAssimilation
+from methods.none_ensemble import NoAssimilationEnsemble
 from methods.threedvar import ThreeDVar
 from methods.vaevar import VAEVar
 
 METHODS: dict[str, type[Assimilator]] = {
     "none": NoAssimilation,
+    "none-ensemble": NoAssimilationEnsemble,
     "interp": Interpolation,
     "3dvar": ThreeDVar,
     "4dvar": FourDVar,
