@@ -178,12 +178,31 @@ def test_fit_is_deterministic_and_its_cached_state_loads_the_same_analyser():
 def test_load_copies_the_decoder_to_the_analysis_dtype():
     method = VAEVar.for_tests(epochs=1)
     state = method.fit(context(coupled_samples(32)))
-    for dtype in ("float64", "float32"):
+    for dtype, decoder, outer in (("float64", torch.float64, torch.float64),
+                                  ("float32", torch.float32, torch.float32),
+                                  ("mixed", torch.float32, torch.float64)):
         analyser = dataclasses.replace(method, analysis_dtype=dtype).load(state, SPEC, "cpu")
-        expected = getattr(torch, dtype)
-        assert {p.dtype for p in analyser.decoder.parameters()} == {expected}
-        assert analyser.scale.dtype == expected and analyser.scale.shape == (3, 1, 1)
+        assert {p.dtype for p in analyser.decoder.parameters()} == {decoder}
+        assert analyser.scale.dtype == outer and analyser.scale.shape == (3, 1, 1)
         assert not any(p.requires_grad for p in analyser.decoder.parameters())
+
+
+def test_mixed_precision_analysis_is_the_float64_one_to_float32_round_off():
+    """"mixed": the float32 decoder inside a float64 cost and L-BFGS — the same minimiser
+    as float64 up to float32 round-off in D(w), and J's gradient reaches w in float64."""
+    method = VAEVar.for_tests(epochs=2)
+    state = method.fit(context(coupled_samples(32)))
+    obs = point_obs([1.0, -0.5, 0.3], [(Z, 3, 5), (T, 5, 10), (Z, 6, 2)])
+    x_b = torch.zeros(SPEC.shape)
+    full, mixed = (dataclasses.replace(method, analysis_dtype=d).load(state, SPEC, "cpu")
+                   for d in ("float64", "mixed"))
+    a, b = full.analyse(background(x_b), obs), mixed.analyse(background(x_b), obs)
+    assert not torch.equal(a.x_a, b.x_a)  # the decoder really ran in float32
+    torch.testing.assert_close(b.x_a, a.x_a, rtol=0, atol=1e-4)
+    w = torch.zeros(1, *mixed.latent_shape, dtype=torch.float64, requires_grad=True)
+    j, _ = mixed.cost_function(background(x_b), obs)(w + 0.1)
+    j.backward()
+    assert j.dtype == w.grad.dtype == torch.float64 and torch.isfinite(w.grad).all()
 
 
 def test_truth_minus_forecast_samples_are_asked_for_with_a_24h_lead():

@@ -19,8 +19,11 @@ from methods.base import Analyser, Analysis, Background, Kernel, Observations
 if TYPE_CHECKING:
     from methods.vaevar.method import VAEVar
 
-#: Valid values of ``VAEVar.analysis_dtype``.
-ANALYSIS_DTYPES = {"float64": torch.float64, "float32": torch.float32}
+#: Valid values of ``VAEVar.analysis_dtype``: the dtype of w, s, x and J (L-BFGS works in it)...
+ANALYSIS_DTYPES = {"float64": torch.float64, "float32": torch.float32, "mixed": torch.float64}
+#: ... and of the decoder's weights and activations ("mixed": the decoder, ~all the cost, in
+#: float32; its output is cast to float64 before x and J are formed, and the gradient back).
+DECODER_DTYPES = {"float64": torch.float64, "float32": torch.float32, "mixed": torch.float32}
 #: Valid values of ``VAEVar.lam_per_channel``.
 LAM_PER_CHANNEL = ("off", "recon_sigma", "measured")
 
@@ -111,7 +114,7 @@ class VAEVarAnalyser(Analyser):
     def increment_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """w (1, *latent_shape) -> the scaled increment δ(w) (C, H, W), x = x_b + s ⊙ δ(w):
         ½ (D(w) − D(−w)) with odd_decoder, D(w) − D(0) with subtract_offset, else D(w)."""
-        decoder = self.decoder
+        decoder = self._decoder_in_analysis_dtype()
         if self.method.odd_decoder:
             def odd(w: torch.Tensor) -> torch.Tensor:
                 both = decoder(torch.cat([w, -w]))  # one batched call for D(w) and D(−w)
@@ -123,6 +126,15 @@ class VAEVarAnalyser(Analyser):
                 offset = decoder(torch.zeros(1, *self.latent_shape, dtype=self.scale.dtype,
                                              device=self.scale.device))[0]
         return lambda w: decoder(w)[0] - offset
+
+    def _decoder_in_analysis_dtype(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """D as a function of w in the analysis dtype: the decoder itself, or (a float32
+        decoder under "mixed") w cast to the decoder's dtype and D(w) cast back."""
+        decoder = self.decoder
+        inner = next(decoder.parameters()).dtype
+        if inner == self.scale.dtype:
+            return decoder
+        return lambda w: decoder(w.to(inner)).to(w.dtype)
 
     def analyse(self, background: Background, obs: Observations) -> Analysis:
         """x_a = x_b + s ⊙ δ(w*) (δ: increment_function), w* = argmin J(w) by L-BFGS from 0.
@@ -179,7 +191,8 @@ class VAEVarAnalyser(Analyser):
 
     def dominant_kernel(self, background: Background, obs: Observations) -> Kernel:
         """One decoder call D(w) and its gradient (what each cost evaluation does)."""
-        decoder, dtype = self.decoder, self.scale.dtype
+        decoder = self.decoder
+        dtype = next(decoder.parameters()).dtype  # the kernel is the decoder's, in its dtype
         g = torch.Generator().manual_seed(0)
         w = torch.randn(1, *self.latent_shape, generator=g, dtype=dtype).to(self.scale.device)
         w.requires_grad_(True)

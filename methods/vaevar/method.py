@@ -41,7 +41,12 @@ from methods.base import Assimilator, MemoryEstimate, TrainingContext
 from methods.common.cycled import CYCLED_DENSITY, CYCLED_METHOD, cycled_checks, cycled_settings
 from methods.common.memory import activation_bytes, parameter_bytes
 from methods.common.moments import channel_std
-from methods.vaevar.analysis import ANALYSIS_DTYPES, LAM_PER_CHANNEL, VAEVarAnalyser
+from methods.vaevar.analysis import (
+    ANALYSIS_DTYPES,
+    DECODER_DTYPES,
+    LAM_PER_CHANNEL,
+    VAEVarAnalyser,
+)
 from methods.vaevar.train import channel_recon_mse, train_vae
 from methods.vaevar.vae import VAE
 
@@ -145,7 +150,8 @@ class VAEVar(Assimilator):
             that of one value too: the decoder's errors are smooth.)
         analysis_dtype: "float64" (default: the decoder is copied to float64 for the analysis,
             because L-BFGS with a strong-Wolfe line search sometimes stalls in float32, see
-            FACTS.md) or "float32" (faster on GPUs).
+            FACTS.md), "float32" (faster on GPUs) or "mixed" (the decoder in float32, w, x,
+            J and L-BFGS in float64).
     """
 
     latent_channels: int = 32
@@ -290,7 +296,8 @@ class VAEVar(Assimilator):
             raise ValueError(f"scale must have shape ({shape[0]},) for a VAE of {shape[0]} "
                              f"channels, got {tuple(scale.shape)}")
         dtype = ANALYSIS_DTYPES[self.analysis_dtype]
-        decoder = vae.decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        decoder = vae.decoder.to(device=device, dtype=DECODER_DTYPES[self.analysis_dtype])
+        decoder = decoder.eval().requires_grad_(False)
         training = {k: state[k] for k in ("history", "train_seconds", "n_samples")}
         # absent from states cached before it was measured (the analyser refuses "measured")
         training["recon_mse_channel"] = state.get("recon_mse_channel")
@@ -310,14 +317,15 @@ class VAEVar(Assimilator):
                                torch.full((shape[0],), UNTRAINED_SCALE))
 
     def memory_estimate(self, spec: StateSpec, n_obs: int, members: int = 0) -> MemoryEstimate:
-        """Model: the decoder's weights at the analysis dtype. Analysis: the decoder's
-        activations × 3 (forward, saved for backward, gradients) at the analysis dtype + 30
+        """Model: the decoder's weights in its dtype. Analysis: the decoder's
+        activations × 3 (forward, saved for backward, gradients) in its dtype + 30
         latents (L-BFGS memory of 10 pairs) + 8 float64 states. Activations are counted on the
         meta device (methods/common/memory.py): no memory is used."""
         c, h, w = spec.shape
         vae = self.network((c, h, w), 0)
         itemsize = ANALYSIS_DTYPES[self.analysis_dtype].itemsize
+        decoder_itemsize = DECODER_DTYPES[self.analysis_dtype].itemsize
         z = torch.zeros(1, *vae.latent_shape)
-        act = activation_bytes(vae.decoder, (z,), itemsize)
-        return MemoryEstimate(parameter_bytes(vae.decoder, itemsize),
+        act = activation_bytes(vae.decoder, (z,), decoder_itemsize)
+        return MemoryEstimate(parameter_bytes(vae.decoder, decoder_itemsize),
                               3 * act + 30 * z.numel() * itemsize + 8 * 8.0 * c * h * w)
