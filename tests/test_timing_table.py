@@ -39,7 +39,10 @@ def test_timing_runs_every_method_and_writes_three_tables(tmp_path, capsys, monk
     assert (table["obs_spacing_km"] == round(grid.spacing_km(1), 1)).all()
     assert (table["median_s"] > 0).all() and (table["p90_s"] >= table["median_s"]).all()
     assert (table["achieved_per_s"] > 0).all() and (table["device_peak_per_s"] > 0).all()
-    assert table.set_index("method").loc["diffda", "evaluations"] == 75  # the default 40/5/2
+    # DiffDA's denoiser calls at its defaults: steps + (resamples − 1)(steps − jump_length)
+    d = METHODS["diffda"]()
+    calls = d.steps + (d.resamples - 1) * (d.steps - d.jump_length)
+    assert table.set_index("method").loc["diffda", "evaluations"] == calls
     md = (out / "timing.md").read_text()
     assert "python -m bench timing" in md and "--grid 9x16" in md
     assert md.count("\n| ") == len(METHODS) + 1  # header + one row per method

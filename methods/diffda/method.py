@@ -130,10 +130,10 @@ class DiffDA(Assimilator):
         steps: reverse-diffusion steps (≤ 1000; their code: 300).
         jump_length, resamples: RePaint's jump length j and number of resamplings r (1 = no
             resampling; their code: 10 and 10). Denoiser calls ≈ steps + (r − 1)(steps − j).
-            The default 40 / 5 / 2 (75 calls) is the ≤ 5 s setting at 69 × 32 × 64: 3.9–4.7 s
-            per analysis on one thread of a shared 2-core CPU (load average 3.4; 50–60 ms per
-            call; 50 / 5 / 2 took 5.0–6.7 s). ``paper_sampling()`` gives their 300 / 10 / 10
-            (2,910 calls): 130 s per analysis on the same machine.
+            Default 20 / 5 / 1 (20 calls; 40 / 5 / 2, 75 calls, until 2026-11-30), chosen on
+            15 validation days (results/speedups/README.md): 5 %: 0.6357 vs 0.6403, 0.84 vs
+            3.2 s per analysis; 1 %: both diverge, at cycle 43 vs 30. ``paper_sampling()``
+            gives their 300 / 10 / 10 (2,910 calls): 130 s per analysis.
         eta: η of the DDIM-form step in RePaintScheduler (1 = DDPM ancestral steps, RePaint).
         mask_sigma: σ of the soft mask's Gaussian kernel in grid spacings (1.5 in their code;
             3 chosen on the validation period, see the module docstring).
@@ -166,9 +166,9 @@ class DiffDA(Assimilator):
     backbone_blocks: int = 4
     emulator_init: bool = True
     fit_version: int = 2
-    steps: int = 40
+    steps: int = 20
     jump_length: int = 5
-    resamples: int = 2
+    resamples: int = 1
     eta: float = 1.0
     mask_sigma: float = 3.0
     mask_cutoff: float = 3.0

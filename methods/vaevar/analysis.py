@@ -129,9 +129,10 @@ class VAEVarAnalyser(Analyser):
 
     def _decoder_in_analysis_dtype(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """D as a function of w in the analysis dtype: the decoder itself, or (a float32
-        decoder under "mixed") w cast to the decoder's dtype and D(w) cast back."""
+        decoder under "mixed") w cast to the dtype of the decoder's weights and D(w) cast
+        back (a decoder without weights is called as it is)."""
         decoder = self.decoder
-        inner = next(decoder.parameters()).dtype
+        inner = next((p.dtype for p in decoder.parameters()), self.scale.dtype)
         if inner == self.scale.dtype:
             return decoder
         return lambda w: decoder(w.to(inner)).to(w.dtype)
@@ -191,8 +192,8 @@ class VAEVarAnalyser(Analyser):
 
     def dominant_kernel(self, background: Background, obs: Observations) -> Kernel:
         """One decoder call D(w) and its gradient (what each cost evaluation does)."""
-        decoder = self.decoder
-        dtype = next(decoder.parameters()).dtype  # the kernel is the decoder's, in its dtype
+        decoder = self.decoder  # the kernel is the decoder's, in its weights' dtype
+        dtype = next((p.dtype for p in decoder.parameters()), self.scale.dtype)
         g = torch.Generator().manual_seed(0)
         w = torch.randn(1, *self.latent_shape, generator=g, dtype=dtype).to(self.scale.device)
         w.requires_grad_(True)
