@@ -206,6 +206,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
     after another. Either way this process merges the cell files into metrics.nc.
     """
     out = Path(out)
+    started = time.strftime('%Y-%m-%dT%H:%M:%S')  # logged after setup, timed from here
     if prepared is None:  # the periods and the normalisation source, recorded in config.json
         try:
             cfg = resolved_config(cfg)
@@ -222,7 +223,7 @@ def run(cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = 
         info = executor.start(cfg, progress)
     regimes = _regimes(cfg, info)
     store.write_json(out / "config.json", cfg.to_json(regimes))
-    store.append_log(log, f"{time.strftime('%Y-%m-%dT%H:%M:%S')} start: {command}")
+    store.append_log(log, f"{started} start: {command}")
     if executor is None and s.stages:
         store.append_log(log, "setup: " + "; ".join(
             f"{name} {stage.describe()}" for name, stage in s.stages.items()))

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import re
+import time
 
 import numpy as np
 import pytest
@@ -131,6 +132,26 @@ def test_log_times_each_stage(tmp_path):
     assert "setup: world 1.2 s (peak 1.20 GB); forecast model 2.5 s (peak so far 2.50 GB)" in log
     assert re.search(r"cell none__0.05__0: ok; fit \d+\.\d s \(peak \d+\.\d\d GB\); "
                      r"cycles \d+\.\d s \(peak \d+\.\d\d GB\)", log), log
+
+
+def test_log_start_is_when_the_run_began_not_after_setup(tmp_path, monkeypatch):
+    """The "start" line is stamped before setup (world, forecast model), so start to "done"
+    is the whole command; setup itself is made to take 2 s here."""
+    cfg = RunConfig(world="tiny", methods=("none",), densities=(0.05,),
+                    cycle=CycleSettings(days=1, spinup_cycles=2))
+    slow = prepared(cfg)
+
+    def slow_setup(*args, **kwargs):
+        time.sleep(2.0)
+        return slow
+
+    monkeypatch.setattr(runner, "setup", slow_setup)
+    monkeypatch.setattr(runner, "resolved_config", lambda c: c)  # the tiny world has no card
+    before = time.time()
+    runner.run(cfg, tmp_path / "run", progress=False)
+    first = (tmp_path / "run" / "log.txt").read_text().splitlines()[0]
+    started = time.mktime(time.strptime(first.split(" start: ")[0], "%Y-%m-%dT%H:%M:%S"))
+    assert started <= before + 1.0, first  # stamped to the second, before the 2 s setup
 
 
 def test_metrics_dims_are_method_density_seed_first(tmp_path):
