@@ -181,7 +181,7 @@ class DiffDA(Assimilator):
                       "cycled_density", "backbone_width", "backbone_blocks", "emulator_init")
     #: ``python -m bench tune``'s grid: the observation mask's width (grid lengths) and the
     #: sampling steps.
-    tuning_grid = {"mask_sigma": (0.5, 1.5, 3.0, 6.0), "steps": (40, 80)}
+    tuning_grid = {"mask_sigma": (0.5, 1.5, 3.0, 6.0), "steps": (20, 40)}
 
     def __post_init__(self):
         # tuples, so the method stays hashable (the harness turns JSON lists into tuples)
