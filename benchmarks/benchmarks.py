@@ -9,7 +9,9 @@ Times are CPU seconds of the benchmark process (``timer = time.process_time``), 
 the history is recorded on shared machines, where another job on the other core moved wall
 times by ±25 % between two recordings of identical code (a false 0.89× "improvement" flagged)
 and hid a deliberate +20 ms (1.26×) slow-down of 3DVar. With one thread, CPU time is the wall
-time of an idle machine; ``rounds`` and ``repeat`` give asv compare enough samples to tell.
+time of an idle machine, and time-slicing with other jobs does not count; cache and memory
+contention still do: recordings made under different loads differed by 10–20 % on identical
+code (results/asv/README.md), so record the commits compared back to back.
 """
 
 import os

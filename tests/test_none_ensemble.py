@@ -14,6 +14,7 @@ import torch
 from bench.config import CycleSettings, ObservationSettings
 from bench.cycle import TruthWindow, first_background, run_cycles
 from bench.forecast.persistence import Persistence
+from bench.scorer import spread
 from bench.state import StateSpec
 from methods import METHODS
 from methods.base import Background
@@ -51,7 +52,14 @@ def test_free_ensemble_mean_is_the_members_mean_and_keeps_their_spread():
     g = torch.Generator().manual_seed(2)
     eps = torch.randn(5, *SPEC.shape, generator=g) + 0.5  # an offset the mean must carry
     method = METHODS["none-ensemble"](members=5)
-    _, start = _cycle(method, eps)
+    scores, start = _cycle(method, eps)
+    # persistence never moves the members: every cycle's spread, background and analysis, is
+    # the initial members' (the scorer's own spread of them)
+    initial = spread(start.members[:, -1], SPEC, SPEC.latitude_weights())
+    for phase in range(scores.per_channel["spread"].shape[1]):
+        np.testing.assert_allclose(scores.per_channel["spread"][:, phase],
+                                   np.broadcast_to(initial, scores.per_channel["spread"][:, phase]
+                                                   .shape), rtol=1e-5)
     background = Background(x_b=torch.zeros(SPEC.shape), history=start.history,
                             valid_time=np.datetime64("2001-01-02"), lead_hours=6, cycle=0,
                             members=start.members)

@@ -131,11 +131,16 @@ class VAEVarAnalyser(Analyser):
         """D as a function of w in the analysis dtype: the decoder itself, or (a float32
         decoder under "mixed") w cast to the dtype of the decoder's weights and D(w) cast
         back (a decoder without weights is called as it is)."""
-        decoder = self.decoder
-        inner = next((p.dtype for p in decoder.parameters()), self.scale.dtype)
+        decoder, inner = self.decoder, self.decoder_dtype
         if inner == self.scale.dtype:
             return decoder
         return lambda w: decoder(w.to(inner)).to(w.dtype)
+
+    @property
+    def decoder_dtype(self) -> torch.dtype:
+        """The dtype of the decoder's weights (float32 under "mixed"); the analysis dtype for a
+        decoder without weights."""
+        return next((p.dtype for p in self.decoder.parameters()), self.scale.dtype)
 
     def analyse(self, background: Background, obs: Observations) -> Analysis:
         """x_a = x_b + s ⊙ δ(w*) (δ: increment_function), w* = argmin J(w) by L-BFGS from 0.
@@ -192,8 +197,7 @@ class VAEVarAnalyser(Analyser):
 
     def dominant_kernel(self, background: Background, obs: Observations) -> Kernel:
         """One decoder call D(w) and its gradient (what each cost evaluation does)."""
-        decoder = self.decoder  # the kernel is the decoder's, in its weights' dtype
-        dtype = next((p.dtype for p in decoder.parameters()), self.scale.dtype)
+        decoder, dtype = self.decoder, self.decoder_dtype  # the kernel runs in the decoder's dtype
         g = torch.Generator().manual_seed(0)
         w = torch.randn(1, *self.latent_shape, generator=g, dtype=dtype).to(self.scale.device)
         w.requires_grad_(True)
