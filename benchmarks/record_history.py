@@ -40,8 +40,9 @@ def resolve(rev: str) -> str:
     try:
         return _git("rev-parse", "--verify", f"{rev}^{{commit}}")
     except subprocess.CalledProcessError:
-        sys.exit(f"error: commit {rev!r}: expected a git revision of {ROOT} (e.g. HEAD~1, a "
-                 "hash, a branch); see `git log --oneline`")
+        print(f"error: commit {rev!r}: expected a git revision of {ROOT} (e.g. HEAD~1, a "
+              "hash, a branch); see `git log --oneline`", file=sys.stderr)
+        sys.exit(2)
 
 
 def history_config(worktree: Path, out: Path) -> Path:

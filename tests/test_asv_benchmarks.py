@@ -37,7 +37,7 @@ def test_record_history_refuses_an_unknown_revision_in_one_line():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "record_history.py"),
                              "--machine", "test", "HEAD", "no-such-revision"],
                             capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: commit 'no-such-revision': expected a git revision of {ROOT} (e.g. HEAD~1, "
         "a hash, a branch); see `git log --oneline`"]
