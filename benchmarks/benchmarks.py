@@ -11,7 +11,9 @@ times by ±25 % between two recordings of identical code (a false 0.89× "improv
 and hid a deliberate +20 ms (1.26×) slow-down of 3DVar. With one thread, CPU time is the wall
 time of an idle machine, and time-slicing with other jobs does not count; cache and memory
 contention still do: recordings made under different loads differed by 10–20 % on identical
-code (results/asv/README.md), so record the commits compared back to back.
+code (results/asv/README.md), so record the commits compared back to back. The
+``*InReferenceUnits`` tracks divide by a frozen reference kernel timed beside the benchmark
+(benchmarks/reference_units.py), which cancels most of that load.
 """
 
 import os
@@ -36,6 +38,8 @@ from bench.forecast.persistence import Persistence  # noqa: E402
 from bench.state import FENGWU_CHANNELS, StateSpec  # noqa: E402
 from methods import METHODS  # noqa: E402
 from methods.base import TrainingContext  # noqa: E402
+
+from .reference_units import ReferenceKernel, time_in_reference_units  # noqa: E402
 
 LAT = np.linspace(85.76, -85.76, 32)
 LON = np.arange(64) * 5.625
@@ -156,3 +160,32 @@ class Skill:
         return float(np.nanmean(result.per_channel["rmse"][2:, 1] / spec.std))
 
     track_analysis_rmse.unit = "normalised RMSE"
+
+
+class AnalysisInReferenceUnits:
+    """One analysis per method as in ``Analysis``, in reference units (benchmarks/
+    reference_units.py): its CPU time over that of a frozen kernel timed next to it. Compare
+    these across recordings made under different loads, where raw times move together."""
+
+    params = sorted(METHODS)
+    param_names = ["method"]
+    timeout = 900
+    setup = Analysis.setup
+    teardown = Analysis.teardown
+
+    def track_analyse(self, name):
+        return time_in_reference_units(lambda: self.analyser.analyse(self.background, self.obs),
+                                       ReferenceKernel())
+
+    track_analyse.unit = "reference kernels"
+
+
+class EmulatorStepInReferenceUnits:
+    """``EmulatorStep`` in reference units."""
+
+    setup = EmulatorStep.setup
+
+    def track_step(self):
+        return time_in_reference_units(lambda: self.model.step(self.frames), ReferenceKernel())
+
+    track_step.unit = "reference kernels"

@@ -42,3 +42,15 @@ def test_record_history_refuses_an_unknown_revision_in_one_line():
         f"error: commit 'no-such-revision': expected a git revision of {ROOT} (e.g. HEAD~1, "
         "a hash, a branch); see `git log --oneline`"]
     assert not (ROOT / "results" / "asv" / "test").exists()  # nothing recorded, nothing written
+
+
+@pytest.mark.parametrize("name", ["none", "interp"])
+def test_reference_unit_tracks_run(benchmarks, name):
+    """The load-robust tracks run (every method shares ``Analysis``'s setup, which the skill
+    test above does not call): a positive, finite number of reference kernels."""
+    case = benchmarks.AnalysisInReferenceUnits()
+    case.setup(name)
+    assert 0 < case.track_analyse(name) < 100
+    step = benchmarks.EmulatorStepInReferenceUnits()
+    step.setup()
+    assert 0 < step.track_step() < 100
