@@ -88,7 +88,7 @@ def time_in_reference_units(fn: Callable[[], object], reference: Callable[[], ob
     ``interleaved_samples``): each the least disturbed of its samples, taken from the same
     stretch of the machine's time. Dimensionless: 2.0 means "twice the reference kernel's time".
     Measured against the median of the per-sample ratios (results/asv/load_check.csv): two
-    extra memory-streaming processes moved this by −3 … +8 %, the median ratio by +1 … +14 %,
-    CPU time alone by +13 … +38 %."""
+    extra memory-streaming processes moved this by −3 … +8 %, the median ratio by +0.6 … +14 %,
+    the median CPU time alone by +17 … +38 %."""
     fn_times, ref_times = interleaved_samples(fn, reference, pairs, clock)
     return min(fn_times) / min(ref_times)
