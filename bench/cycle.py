@@ -92,30 +92,48 @@ class FirstBackground:
     members: torch.Tensor | None = None
 
 
+def first_cycle_index(times: np.ndarray, history: int, settings: CycleSettings,
+                      window_steps: int = 0) -> int:
+    """The index into ``times`` (the cycled period's 6-hourly valid times) of the first
+    analysis, after checking that the first background's forecast (``history`` input frames,
+    ``first_lead_hours`` before it), the ``settings.cycles`` cycles and a 4D method's window
+    (``window_steps`` frames past each analysis) lie inside them: ConfigError naming the flag
+    otherwise. Needs only the times, so ``runner.preflight`` runs it before anything is built
+    and ``first_background`` again on the truth window."""
+    def text(t: np.datetime64) -> str:
+        return np.datetime_as_string(t, unit="m")
+
+    lead = settings.first_lead_hours // STEP_HOURS
+    if settings.start is None:
+        start = history - 1 + lead
+    else:
+        matches = np.nonzero(times == np.datetime64(settings.start, "ns"))[0]
+        if not len(matches):
+            raise ConfigError("cycle.start", settings.start,
+                              f"a valid time of the cycled period ({text(times[0])} .. "
+                              f"{text(times[-1])}, 6-hourly)")
+        start = int(matches[0])
+    if start - lead - history + 1 < 0:
+        raise ConfigError("cycle.start", settings.start,
+                          f"a time with truth {settings.first_lead_hours} h + "
+                          f"{(history - 1) * STEP_HOURS} h before it in the cycled period "
+                          f"(the first background's forecast); start later")
+    if start + settings.cycles + window_steps > len(times):
+        window = f" and {window_steps * STEP_HOURS} h observation windows" if window_steps else ""
+        first = text(times[min(start, len(times) - 1)])
+        raise ConfigError("cycle.days", settings.days,
+                          f"{settings.cycles} cycles{window} from {first} that end inside the "
+                          f"cycled period ({text(times[-1])}); use fewer days")
+    return start
+
+
 def first_background(
     model: ForecastModel, truth: TruthWindow, settings: CycleSettings
 ) -> FirstBackground:
     """Forecast ``first_lead_hours`` from truth to the first analysis time."""
     lead = settings.first_lead_hours // STEP_HOURS
-    if settings.start is None:
-        start = model.history - 1 + lead
-    else:
-        matches = np.nonzero(truth.times == np.datetime64(settings.start, "ns"))[0]
-        if not len(matches):
-            raise ConfigError("cycle.start", settings.start,
-                              f"a valid time of the cycled period ({truth.times[0]} .. "
-                              f"{truth.times[-1]}, 6-hourly)")
-        start = int(matches[0])
+    start = first_cycle_index(truth.times, model.history, settings)
     origin = start - lead
-    if origin - model.history + 1 < 0:
-        raise ConfigError("cycle.start", settings.start,
-                          f"a time with truth {settings.first_lead_hours} h + "
-                          f"{(model.history - 1) * STEP_HOURS} h before it in the cycled period "
-                          f"(the first background's forecast); start later")
-    if start + settings.cycles > len(truth):
-        raise ConfigError("cycle.days", settings.days,
-                          f"{settings.cycles} cycles from {truth.times[start]} that end inside "
-                          f"the cycled period ({truth.times[-1]}); use fewer days")
     inputs = truth.frames(origin - model.history + 1, origin + 1)
     return FirstBackground(lagged_history(model, inputs, lead), start, settings.first_lead_hours)
 

@@ -32,8 +32,8 @@ import numpy as np
 import xarray as xr
 
 from bench import memory_check, obs_regime, scorer, store
-from bench.config import RunConfig, differences
-from bench.cycle import run_cycles
+from bench.config import STEP_HOURS, RunConfig, differences
+from bench.cycle import first_cycle_index, run_cycles
 from bench.obs_regime import ObservationGrid
 from bench.peak_memory import Stage
 from bench.scorer import CellScores
@@ -92,7 +92,28 @@ def preflight(cfg: RunConfig) -> None:
     world = open_world(cfg)
     world.check()
     emulator_world(cfg, world).check()
+    check_cycles_fit(cfg, world)
     check_memory(cfg, world_layout(world))
+
+
+def check_cycles_fit(cfg: RunConfig, world) -> None:
+    """The first background's forecast, the cycles and the longest 4D observation window of
+    the run's methods lie inside the cycled period (``first_cycle_index`` on the period's
+    6-hourly times: the card's or the flags'; ``world.check`` has checked that an ERA5 store
+    holds them), so ``--days`` too long is refused before the forecast model is trained."""
+    if cfg.forecast.kind == "fengwu":
+        from bench.forecast.fengwu import HISTORY as history
+    else:
+        from bench.forecast.emulator import EmulatorConfig
+
+        history = EmulatorConfig().history
+    period = world.periods[cfg.cycle.period]
+    times = np.arange(period.start, period.end, np.timedelta64(STEP_HOURS, "h"))
+    window_hours = max(build_method(cfg, name, cfg.seeds[0], density).window_hours
+                       for name in cfg.methods for density in cfg.densities)
+    window_steps = (cfg.observations.window_offsets(window_hours)[-1] // STEP_HOURS
+                    if window_hours else 0)
+    first_cycle_index(times, history, cfg.cycle, window_steps)
 
 
 def world_layout(world) -> StateSpec:

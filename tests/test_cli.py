@@ -242,10 +242,16 @@ def test_set_gives_a_method_a_hyper_parameter_for_the_run():
      "--set vaevar.lambda=3: expected a field of VAEVar"),
     (["--methods", "none,vaevar", "--set", "vaevar.widths=8"],
      "--set vaevar.widths=8: expected a JSON list of integers"),
+    # the built-in test period holds 240 frames; the first analysis is frame 9 (48 h lead, two
+    # input frames): 231 cycles fit, a 4D method's 6 h windows need one frame more
+    (["--days", "60"], "--days 60: expected 240 cycles from 2002-02-02T06:00 that end inside "
+     "the cycled period (2002-03-31T18:00); use fewer days"),
+    (["--methods", "4dvar", "--days", "57.75"],
+     "--days 57.75: expected 231 cycles and 6 h observation windows from 2002-02-02T06:00"),
 ])
 def test_bad_run_input_found_by_preflight(tmp_path, capsys, isolated_cache, extra, expected):
-    """Preflight (methods, --set values, world card, FengWu files) runs before anything is
-    built."""
+    """Preflight (methods, --set values, world card, FengWu files, cycles that fit the period)
+    runs before anything is built: no world generated, no forecast model trained."""
     out = tmp_path / "run"
     assert expected in run_main(capsys, "run", "--out", str(out), "-q", *extra)
     assert not out.exists() and not isolated_cache.exists()
