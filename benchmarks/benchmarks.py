@@ -39,7 +39,7 @@ from bench.state import FENGWU_CHANNELS, StateSpec  # noqa: E402
 from methods import METHODS  # noqa: E402
 from methods.base import TrainingContext  # noqa: E402
 
-from .reference_units import ReferenceKernel, time_in_reference_units  # noqa: E402
+from .reference_units import ReferenceKernel, in_reference_units  # noqa: E402
 
 LAT = np.linspace(85.76, -85.76, 32)
 LON = np.arange(64) * 5.625
@@ -174,7 +174,7 @@ class AnalysisInReferenceUnits:
     teardown = Analysis.teardown
 
     def track_analyse(self, name):
-        return time_in_reference_units(lambda: self.analyser.analyse(self.background, self.obs),
+        return in_reference_units(lambda: self.analyser.analyse(self.background, self.obs),
                                        ReferenceKernel())
 
     track_analyse.unit = "reference kernels"
@@ -186,6 +186,6 @@ class EmulatorStepInReferenceUnits:
     setup = EmulatorStep.setup
 
     def track_step(self):
-        return time_in_reference_units(lambda: self.model.step(self.frames), ReferenceKernel())
+        return in_reference_units(lambda: self.model.step(self.frames), ReferenceKernel())
 
     track_step.unit = "reference kernels"

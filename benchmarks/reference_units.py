@@ -81,7 +81,7 @@ def interleaved_samples(fn: Callable[[], object], reference: Callable[[], object
     return fn_times, ref_times
 
 
-def time_in_reference_units(fn: Callable[[], object], reference: Callable[[], object],
+def in_reference_units(fn: Callable[[], object], reference: Callable[[], object],
                             pairs: int = 9, clock: Callable[[], float] = time.process_time
                             ) -> float:
     """min t(fn) / min t(reference) over ``pairs`` interleaved samples (CPU times,

@@ -54,3 +54,10 @@ def test_reference_unit_tracks_run(benchmarks, name):
     step = benchmarks.EmulatorStepInReferenceUnits()
     step.setup()
     assert 0 < step.track_step() < 100
+
+
+def test_no_module_level_function_looks_like_a_benchmark_to_asv(benchmarks):
+    """asv runs every module-level name starting with a benchmark prefix as a benchmark: a
+    helper imported as ``time_in_reference_units`` was recorded as a failing benchmark."""
+    prefixes = ("time_", "timeraw_", "peakmem_", "mem_", "track_")
+    assert [n for n in vars(benchmarks) if n.startswith(prefixes)] == []

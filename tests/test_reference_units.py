@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.reference_units import (  # noqa: E402
     ReferenceKernel,
+    in_reference_units,
     interleaved_samples,
-    time_in_reference_units,
 )
 
 sys.path.remove(str(ROOT))
@@ -42,13 +42,13 @@ class FakeMachine:
 def test_ratio_cancels_a_machine_slowing_down(fn_units):
     ref_units, drift = 0.015, 0.1 / 0.015
     machine = FakeMachine(drift=0.0)
-    steady = time_in_reference_units(lambda: machine.work(fn_units),
+    steady = in_reference_units(lambda: machine.work(fn_units),
                                      lambda: machine.work(ref_units), clock=machine.clock)
     machine = FakeMachine(drift=drift)
     fn_times, _ = interleaved_samples(lambda: machine.work(fn_units),
                                       lambda: machine.work(ref_units), clock=machine.clock)
     machine = FakeMachine(drift=drift)
-    drifting = time_in_reference_units(lambda: machine.work(fn_units),
+    drifting = in_reference_units(lambda: machine.work(fn_units),
                                        lambda: machine.work(ref_units), clock=machine.clock)
     assert steady == pytest.approx(fn_units / ref_units, rel=1e-9)
     # the plain times grew by an order of magnitude over the samples …
@@ -63,7 +63,7 @@ def test_ratio_uses_references_timed_beside_the_function():
     reference timed once at the start (the slow part) would halve it."""
     machine = FakeMachine(drift=0.0)
     machine.slowness, machine.load_ends_at = 2.0, 0.5
-    ratio = time_in_reference_units(lambda: machine.work(0.045), lambda: machine.work(0.015),
+    ratio = in_reference_units(lambda: machine.work(0.045), lambda: machine.work(0.015),
                                     clock=machine.clock)
     assert ratio == pytest.approx(3.0, rel=1e-9)
 
@@ -76,7 +76,7 @@ def test_fast_function_is_repeated_to_the_reference_time():
         calls.append(1)
         machine.work(0.0015)
 
-    time_in_reference_units(fast, lambda: machine.work(0.015), pairs=3, clock=machine.clock)
+    in_reference_units(fast, lambda: machine.work(0.015), pairs=3, clock=machine.clock)
     # warm-up and probe (2) + 3 samples of n calls each, n × 1.5 ms ≥ the 15 ms reference
     # (n = 10 or 11 as the division rounds)
     n, rest = divmod(len(calls) - 2, 3)
