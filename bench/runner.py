@@ -92,8 +92,8 @@ def preflight(cfg: RunConfig) -> None:
     world = open_world(cfg)
     world.check()
     emulator_world(cfg, world).check()
-    check_cycles_fit(cfg, world)
     check_memory(cfg, world_layout(world))
+    check_cycles_fit(cfg, world)
 
 
 def check_cycles_fit(cfg: RunConfig, world) -> None:
