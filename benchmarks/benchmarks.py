@@ -175,7 +175,7 @@ class AnalysisInReferenceUnits:
 
     def track_analyse(self, name):
         return in_reference_units(lambda: self.analyser.analyse(self.background, self.obs),
-                                       ReferenceKernel())
+                                  ReferenceKernel())
 
     track_analyse.unit = "reference kernels"
 

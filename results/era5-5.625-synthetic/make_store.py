@@ -52,16 +52,16 @@ CHUNK = 40
 EQUIANGULAR_1P5 = (121, 240)  # WeatherBench2's 1.5° grid, both poles
 
 
-def _to_no_pole(n: int):
+def _to_no_pole(n: int, lon: np.ndarray):
     """(time, lat, lon) on n Gaussian latitudes -> n no-pole latitudes (north -> south), per
-    variable: the inverse of the reader's regridding; and those latitudes south -> north."""
+    variable: the inverse of the reader's regridding; those latitudes south -> north; ``lon``."""
     weights = {s: gaussian_to_no_pole_weights(n, sign=s) for s in (1.0, -1.0)}
 
     def regrid(values: np.ndarray, variable: str) -> np.ndarray:
         same, cross = weights[-1.0 if variable in VECTOR_VARIABLES else 1.0]
         return apply_meridian_weights(values, same, cross, 1.0)
 
-    return regrid, no_pole_latitudes(n)[::-1], None
+    return regrid, no_pole_latitudes(n)[::-1], lon
 
 
 def _to_equiangular_1p5(n: int, nlon: int):
@@ -81,13 +81,21 @@ def _to_equiangular_1p5(n: int, nlon: int):
     return regrid, np.linspace(-90.0, 90.0, nlat_out), np.arange(nlon_out) * 1.5
 
 
-def wb2_frames(world_ds: xr.Dataset, grid: str = "5.625") -> xr.Dataset:
-    """One block of frames of the built-in world -> the WeatherBench2 layout (module docstring)."""
+def regridder(world_ds: xr.Dataset, grid: str):
+    """(regrid(values, variable), latitudes south -> north, longitudes) from the world's
+    Gaussian grid to ``grid``'s, built once per store (module docstring)."""
     n = world_ds.sizes["lat"]
     if not np.allclose(world_ds["lat"].values, gaussian_latitudes(n), atol=1e-6):
         raise SystemExit("the world is not on Gaussian latitudes")
-    regrid, lat, lon = (_to_no_pole(n) if grid == "5.625"
-                        else _to_equiangular_1p5(n, world_ds.sizes["lon"]))
+    if grid == "5.625":
+        return _to_no_pole(n, world_ds["lon"].values)
+    return _to_equiangular_1p5(n, world_ds.sizes["lon"])
+
+
+def wb2_frames(world_ds: xr.Dataset, target) -> xr.Dataset:
+    """One block of frames of the built-in world -> the WeatherBench2 layout on ``target``
+    (``regridder``'s triple)."""
+    regrid, lat, lon = target
     grouped: dict[str, dict[int | None, np.ndarray]] = {}
     for name in world_ds.data_vars:
         ch = Channel.parse(name)
@@ -105,7 +113,7 @@ def wb2_frames(world_ds: xr.Dataset, grid: str = "5.625") -> xr.Dataset:
             data[source] = (("time", "level", "longitude", "latitude"),
                             np.stack([by_level[lev] for lev in levels], axis=1))
     coords = {"time": world_ds["time"].values, "level": np.array(levels, dtype=np.int64),
-              "longitude": world_ds["lon"].values if lon is None else lon, "latitude": lat}
+              "longitude": lon, "latitude": lat}
     return xr.Dataset(data, coords=coords)
 
 
@@ -121,8 +129,9 @@ def main() -> None:
         end = np.datetime64(args.end) - np.timedelta64(1, "s") if args.end else None
         ds = ds.sel(time=slice(args.start, end))
     total = ds.sizes["time"]
+    target = regridder(ds, args.grid)
     for start in range(0, total, CHUNK):
-        block = wb2_frames(ds.isel(time=slice(start, start + CHUNK)).load(), args.grid)
+        block = wb2_frames(ds.isel(time=slice(start, start + CHUNK)).load(), target)
         if start == 0:
             block.chunk({"time": CHUNK}).to_zarr(args.out, mode="w", zarr_format=2,
                                                  consolidated=True)
